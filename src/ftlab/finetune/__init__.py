@@ -1,0 +1,1 @@
+"""Fine-tuning policy: which parts of the backbone train when, and at which learning rate."""

@@ -1,0 +1,86 @@
+"""`python -m ftlab.train`: fine-tune a backbone, log to TensorBoard, keep the best checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+from rich.console import Console
+
+from ftlab import preflight
+from ftlab.config import checked, config_dir
+from ftlab.data import build_datamodule, build_source
+from ftlab.errors import report_errors
+from ftlab.finetune.schedule import FreezeUnfreeze
+from ftlab.models.module import Classifier
+from ftlab.summary import EpochSummary
+
+
+def _instantiate_all(node: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a config group such as `callbacks` or `logger`."""
+    if not node:
+        return []
+    return [instantiate(entry) for entry in node.values() if entry and "_target_" in entry]
+
+
+def _optional(node: DictConfig | None) -> Any:
+    return instantiate(node) if node and "_target_" in node else None
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Run one fine-tuning job from a composed config; return its final metrics and the objects used."""
+    model_cfg, finetune_cfg = checked(cfg, "model"), checked(cfg, "finetune")
+    source = build_source(cfg.data, cfg.seed)
+    preflight.check(source, model_cfg.backbone, model_cfg.weights)
+    L.seed_everything(cfg.seed, workers=True)
+
+    module = Classifier(
+        backbone=model_cfg.backbone,
+        class_names=source.classes,
+        weights=model_cfg.weights,
+        image_size=cfg.data.get("image_size"),
+        backbone_lr_mult=model_cfg.backbone_lr_mult,
+        optimizer=_optional(cfg.get("optimizer")),
+        scheduler=_optional(cfg.get("scheduler")),
+    )
+    datamodule = build_datamodule(cfg.data, source, module.preprocessing)
+    summary = EpochSummary()
+    callbacks = _instantiate_all(cfg.get("callbacks")) + [
+        FreezeUnfreeze(finetune_cfg.unfreeze_at_epoch),
+        summary,
+    ]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger"))
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics["best/val_acc"] = float(checkpoint.best_model_score)
+    if trainer.is_global_zero:
+        console = Console()
+        console.print(
+            f"logs: {trainer.log_dir or cfg.paths.output_dir}  (tensorboard --logdir {cfg.paths.output_dir})"
+        )
+        if checkpoint is not None and checkpoint.best_model_path:
+            best = metrics.get("best/val_acc", float("nan"))
+            console.print(f"best checkpoint: {checkpoint.best_model_path}  (val/acc {best:.4f})")
+    return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "summary": summary}
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+@report_errors
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the metric named by `optimized_metric` (for sweepers)."""
+    metrics, _ = train(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()
