@@ -69,17 +69,32 @@ DEAD_PROXY = "http://127.0.0.1:9"  # discard port: connections are refused at on
 def offline_env(**extra: str) -> dict[str, str]:
     """Environment for a subprocess whose HTTP(S) traffic cannot leave the machine."""
     env = dict(os.environ)
-    env.update({"HTTP_PROXY": DEAD_PROXY, "HTTPS_PROXY": DEAD_PROXY, "http_proxy": DEAD_PROXY,
-                "https_proxy": DEAD_PROXY, "NO_PROXY": "", "no_proxy": ""})
+    env.update(
+        {
+            "HTTP_PROXY": DEAD_PROXY,
+            "HTTPS_PROXY": DEAD_PROXY,
+            "http_proxy": DEAD_PROXY,
+            "https_proxy": DEAD_PROXY,
+            "NO_PROXY": "",
+            "no_proxy": "",
+        }
+    )
     env.update(extra)
     return env
 
 
-def run_cli(module: str, args: list[str], cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    module: str, args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m <module> <args>` in a real subprocess."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env or offline_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env or offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write_fake_cifar(root: Path, per_class_train: int = 12, per_class_test: int = 6) -> Path:
@@ -94,15 +109,39 @@ def write_fake_cifar(root: Path, per_class_train: int = 12, per_class_test: int 
         data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
         data[:, 0] = labels * 20
         with open(folder / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": labels.tolist(), "data": data,
-                         "filenames": [f"img{i}.png" for i in range(len(labels))]}, f)
+            pickle.dump(
+                {
+                    "batch_label": name,
+                    "labels": labels.tolist(),
+                    "data": data,
+                    "filenames": [f"img{i}.png" for i in range(len(labels))],
+                },
+                f,
+            )
 
     for i in range(1, 6):
         batch(per_class_train // 5 + (1 if i <= per_class_train % 5 else 0), f"data_batch_{i}")
     batch(per_class_test, "test_batch")
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"], "num_vis": 3072, "num_cases_per_batch": 10000}, f)
+        pickle.dump(
+            {
+                "label_names": [
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                ],
+                "num_vis": 3072,
+                "num_cases_per_batch": 10000,
+            },
+            f,
+        )
     archive = root / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="cifar-10-batches-py")

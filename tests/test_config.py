@@ -54,7 +54,11 @@ def test_every_yaml_option_has_a_comment():
     for path in CONF.rglob("*.yaml"):
         for line in path.read_text().splitlines():
             stripped = line.strip()
-            if not stripped or stripped.startswith(("#", "-", "_target_", "_partial_")) or stripped.endswith(":"):
+            if (
+                not stripped
+                or stripped.startswith(("#", "-", "_target_", "_partial_"))
+                or stripped.endswith(":")
+            ):
                 continue
             if "#" not in stripped:
                 missing.append(f"{path.relative_to(CONF)}: {stripped}")

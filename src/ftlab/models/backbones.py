@@ -126,12 +126,18 @@ def _load_state_dict_file(model: nn.Module, path: Path) -> None:
         raise FtlabError(f"model.weights={str(path)!r} could not be read as a state dict: {err}") from err
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    result = model.load_state_dict(state, strict=False)
+    hint = "It must be a state dict of the original model (e.g. the file torchvision downloads)."
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        detail = str(err).splitlines()[1:3]
+        raise FtlabError(
+            f"model.weights={str(path)!r} does not match the architecture: {detail}. {hint}"
+        ) from err
     if result.missing_keys or result.unexpected_keys:
         raise FtlabError(
             f"model.weights={str(path)!r} does not match the architecture: missing keys "
-            f"{result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}. It must be a state "
-            "dict of the original model (e.g. the file torchvision downloads)."
+            f"{result.missing_keys[:5]}, unexpected keys {result.unexpected_keys[:5]}. {hint}"
         )
 
 
@@ -166,10 +172,7 @@ def replace_head(model: nn.Module, num_classes: int) -> str:
     else:
         assert isinstance(old, nn.Conv2d)
         new = nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size)  # type: ignore[arg-type]
-    if isinstance(parent, nn.Sequential):
-        parent[int(attr)] = new
-    else:
-        setattr(parent, attr, new)
+    setattr(parent, attr, new)  # Sequential children are attributes too ("1" or "head")
     return path
 
 
