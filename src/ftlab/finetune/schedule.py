@@ -33,9 +33,8 @@ class FreezeUnfreeze(Callback):
         frozen = self.phase(epoch) == PHASE_HEAD
         for param in pl_module.backbone_parameters():  # type: ignore[operator]
             param.requires_grad = not frozen
-        if frozen:
-            for module in pl_module.backbone_modules():  # type: ignore[operator]
-                module.eval()
+        for module in pl_module.backbone_modules():  # type: ignore[operator]
+            module.train(not frozen and pl_module.training)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.apply(pl_module, trainer.current_epoch)

@@ -1,0 +1,118 @@
+"""The commands users type, run in real subprocesses with the network blocked."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import TINY, offline_env, run_cli, write_fake_cifar, write_fake_hub_weights
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the run's TensorBoard event files, read with tensorboard's own reader."""
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _only_run(logs: Path, task: str) -> Path:
+    runs = [p for p in (logs / task).iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_train_on_synthetic_logs_per_epoch_metrics_and_checkpoint(tmp_path):
+    logs = tmp_path / "logs"
+    result = run_cli("ftlab.train", ["+experiment=smoke", *TINY, f"paths.log_dir={logs}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _only_run(logs, "smoke")
+    scalars = _scalars(run_dir)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc"):
+        assert len(scalars[tag]) == 2, (tag, scalars.get(tag))  # one value per epoch
+    assert "lr-AdamW/backbone" in scalars and "lr-AdamW/head" in scalars
+    assert "epoch" in result.stdout and "val/acc" in result.stdout
+    assert str(run_dir / "checkpoints" / "best.ckpt") in result.stdout.replace("\n", "")
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    meta = ckpt["ftlab"]
+    assert meta["class_names"] == ["class_0", "class_1", "class_2"]
+    assert meta["backbone"] == "resnet18" and meta["weights_id"] is None
+    assert meta["preprocessing"]["crop_size"] == 32
+    best_epoch_acc = max(v for _, v in scalars["val/acc"])
+    assert ckpt["callbacks"][next(k for k in ckpt["callbacks"] if "ModelCheckpoint" in k)]["best_model_score"] \
+        == pytest.approx(best_epoch_acc)
+
+
+def test_hydra_run_dir_moves_logs_and_checkpoints(tmp_path):
+    target = tmp_path / "elsewhere"
+    result = run_cli("ftlab.train", ["+experiment=smoke", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={target}"],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (target / "checkpoints" / "last.ckpt").is_file()
+    assert list((target / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_offline_main_job_stops_in_seconds_with_what_to_do(tmp_path):
+    env = offline_env(TORCH_HOME=str(tmp_path / "torch_home"))
+    start = time.monotonic()
+    result = run_cli("ftlab.train", ["+experiment=cats_dogs_cars", f"paths.data_dir={tmp_path / 'data'}",
+                                     f"paths.log_dir={tmp_path / 'logs'}"], cwd=tmp_path, env=env)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2
+    assert elapsed < 60  # interpreter start-up included; the preflight itself takes well under a second
+    message = result.stderr
+    assert "Traceback" not in message
+    assert str(tmp_path / "data" / "cifar-10-python.tar.gz") in message.replace("\n", "")
+    assert "resnet18-f37072fd.pth" in message.replace("\n", "")
+    assert "data=imagefolder" in message.replace("\n", "")
+    assert "ftlab.prepare" in message.replace("\n", "")
+
+
+def test_main_job_runs_offline_with_staged_files(tmp_path):
+    """With the CIFAR archive and the hub weights file copied in, the main job trains offline."""
+    write_fake_cifar(tmp_path / "data", per_class_train=12, per_class_test=6)
+    torch_home = tmp_path / "torch_home"
+    write_fake_hub_weights(torch_home)
+    env = offline_env(TORCH_HOME=str(torch_home))
+    args = ["+experiment=cats_dogs_cars", f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
+            "trainer=cpu", "data.train_size=30", "data.val_size=9", "data.image_size=32", "trainer.max_epochs=2",
+            "finetune.unfreeze_at_epoch=1", "callbacks.rich_progress_bar=null"]
+    result = run_cli("ftlab.train", args, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _only_run(tmp_path / "logs", "cats_dogs_cars")
+    assert len(_scalars(run_dir)["val/acc"]) == 2
+    meta = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ftlab"]
+    assert meta["class_names"] == ["cat", "dog", "automobile"]
+    assert meta["weights_id"] == "ResNet18_Weights.IMAGENET1K_V1"
+
+    prepared = run_cli("ftlab.prepare", args[:3], cwd=tmp_path, env=env)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    assert "ready: CIFAR-10 archive" in prepared.stdout and "resnet18-f37072fd.pth" in prepared.stdout
+
+
+def test_prepare_offline_says_download_failed(tmp_path):
+    env = offline_env(TORCH_HOME=str(tmp_path / "torch_home"))
+    result = run_cli("ftlab.prepare", ["+experiment=cats_dogs_cars", f"paths.data_dir={tmp_path / 'data'}",
+                                       f"paths.log_dir={tmp_path / 'logs'}"], cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Downloading CIFAR-10 archive" in result.stderr.replace("\n", " ")
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("model.backbone=resnet181", "Did you mean: resnet18"),
+     ("model.weights=IMAGENET1K_V9", "IMAGENET1K_V1"),
+     ("data=imagefolder", "data.root")],
+)
+def test_bad_config_is_one_paragraph(tmp_path, override, expected):
+    args = ["+experiment=smoke", override, f"paths.log_dir={tmp_path / 'logs'}"]
+    if override == "data=imagefolder":
+        args.append(f"data.root={tmp_path / 'no_such_folder'}")
+    result = run_cli("ftlab.train", args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr.replace("\n", " ")
+    assert "Traceback" not in result.stderr
