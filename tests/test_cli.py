@@ -116,3 +116,13 @@ def test_bad_config_is_one_paragraph(tmp_path, override, expected):
     assert result.returncode == 2
     assert expected in result.stderr.replace("\n", " ")
     assert "Traceback" not in result.stderr
+
+
+def test_ddp_cpu_two_processes_one_run_folder(tmp_path):
+    logs = tmp_path / "logs"
+    result = run_cli("ftlab.train", ["+experiment=smoke", *TINY, "trainer=ddp_cpu", f"paths.log_dir={logs}"],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _only_run(logs, "smoke")  # both ranks wrote into the same Hydra run folder
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert len(_scalars(run_dir)["val/acc"]) == 2

@@ -62,11 +62,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics["best/val_acc"] = float(checkpoint.best_model_score)
+    log_dir = trainer.log_dir or cfg.paths.output_dir  # a collective under DDP: every rank asks
     if trainer.is_global_zero:
         console = Console()
-        console.print(
-            f"logs: {trainer.log_dir or cfg.paths.output_dir}  (tensorboard --logdir {cfg.paths.output_dir})"
-        )
+        console.print(f"logs: {log_dir}  (tensorboard --logdir {cfg.paths.output_dir})")
         if checkpoint is not None and checkpoint.best_model_path:
             best = metrics.get("best/val_acc", float("nan"))
             console.print(f"best checkpoint: {checkpoint.best_model_path}  (val/acc {best:.4f})")
