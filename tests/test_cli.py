@@ -42,14 +42,18 @@ def test_train_on_synthetic_logs_per_epoch_metrics_and_checkpoint(tmp_path):
     assert meta["backbone"] == "resnet18" and meta["weights_id"] is None
     assert meta["preprocessing"]["crop_size"] == 32
     best_epoch_acc = max(v for _, v in scalars["val/acc"])
-    assert ckpt["callbacks"][next(k for k in ckpt["callbacks"] if "ModelCheckpoint" in k)]["best_model_score"] \
-        == pytest.approx(best_epoch_acc)
+    assert ckpt["callbacks"][next(k for k in ckpt["callbacks"] if "ModelCheckpoint" in k)][
+        "best_model_score"
+    ] == pytest.approx(best_epoch_acc)
 
 
 def test_hydra_run_dir_moves_logs_and_checkpoints(tmp_path):
     target = tmp_path / "elsewhere"
-    result = run_cli("ftlab.train", ["+experiment=smoke", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={target}"],
-                     cwd=tmp_path)
+    result = run_cli(
+        "ftlab.train",
+        ["+experiment=smoke", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={target}"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (target / "checkpoints" / "last.ckpt").is_file()
     assert list((target / "tensorboard").glob("events.out.tfevents.*"))
@@ -58,8 +62,16 @@ def test_hydra_run_dir_moves_logs_and_checkpoints(tmp_path):
 def test_offline_main_job_stops_in_seconds_with_what_to_do(tmp_path):
     env = offline_env(TORCH_HOME=str(tmp_path / "torch_home"))
     start = time.monotonic()
-    result = run_cli("ftlab.train", ["+experiment=cats_dogs_cars", f"paths.data_dir={tmp_path / 'data'}",
-                                     f"paths.log_dir={tmp_path / 'logs'}"], cwd=tmp_path, env=env)
+    result = run_cli(
+        "ftlab.train",
+        [
+            "+experiment=cats_dogs_cars",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     elapsed = time.monotonic() - start
     assert result.returncode == 2
     assert elapsed < 60  # interpreter start-up included; the preflight itself takes well under a second
@@ -77,9 +89,18 @@ def test_main_job_runs_offline_with_staged_files(tmp_path):
     torch_home = tmp_path / "torch_home"
     write_fake_hub_weights(torch_home)
     env = offline_env(TORCH_HOME=str(torch_home))
-    args = ["+experiment=cats_dogs_cars", f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
-            "trainer=cpu", "data.train_size=30", "data.val_size=9", "data.image_size=32", "trainer.max_epochs=2",
-            "finetune.unfreeze_at_epoch=1", "callbacks.rich_progress_bar=null"]
+    args = [
+        "+experiment=cats_dogs_cars",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "trainer=cpu",
+        "data.train_size=30",
+        "data.val_size=9",
+        "data.image_size=32",
+        "trainer.max_epochs=2",
+        "finetune.unfreeze_at_epoch=1",
+        "callbacks.rich_progress_bar=null",
+    ]
     result = run_cli("ftlab.train", args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = _only_run(tmp_path / "logs", "cats_dogs_cars")
@@ -95,8 +116,16 @@ def test_main_job_runs_offline_with_staged_files(tmp_path):
 
 def test_prepare_offline_says_download_failed(tmp_path):
     env = offline_env(TORCH_HOME=str(tmp_path / "torch_home"))
-    result = run_cli("ftlab.prepare", ["+experiment=cats_dogs_cars", f"paths.data_dir={tmp_path / 'data'}",
-                                       f"paths.log_dir={tmp_path / 'logs'}"], cwd=tmp_path, env=env)
+    result = run_cli(
+        "ftlab.prepare",
+        [
+            "+experiment=cats_dogs_cars",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "Downloading CIFAR-10 archive" in result.stderr.replace("\n", " ")
@@ -104,9 +133,11 @@ def test_prepare_offline_says_download_failed(tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "expected"),
-    [("model.backbone=resnet181", "Did you mean: resnet18"),
-     ("model.weights=IMAGENET1K_V9", "IMAGENET1K_V1"),
-     ("data=imagefolder", "data.root")],
+    [
+        ("model.backbone=resnet181", "Did you mean: resnet18"),
+        ("model.weights=IMAGENET1K_V9", "IMAGENET1K_V1"),
+        ("data=imagefolder", "data.root"),
+    ],
 )
 def test_bad_config_is_one_paragraph(tmp_path, override, expected):
     args = ["+experiment=smoke", override, f"paths.log_dir={tmp_path / 'logs'}"]
@@ -120,9 +151,28 @@ def test_bad_config_is_one_paragraph(tmp_path, override, expected):
 
 def test_ddp_cpu_two_processes_one_run_folder(tmp_path):
     logs = tmp_path / "logs"
-    result = run_cli("ftlab.train", ["+experiment=smoke", *TINY, "trainer=ddp_cpu", f"paths.log_dir={logs}"],
-                     cwd=tmp_path)
+    result = run_cli(
+        "ftlab.train", ["+experiment=smoke", *TINY, "trainer=ddp_cpu", f"paths.log_dir={logs}"], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = _only_run(logs, "smoke")  # both ranks wrote into the same Hydra run folder
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert len(_scalars(run_dir)["val/acc"]) == 2
+
+
+def test_resume_last_continues_the_newest_run(tmp_path):
+    logs = tmp_path / "logs"
+    base = ["+experiment=smoke", *TINY, f"paths.log_dir={logs}"]
+    first = run_cli("ftlab.train", [*base, "trainer.max_epochs=1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli("ftlab.train", [*base, "trainer.max_epochs=2", "resume=last"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    newest = max((logs / "smoke").iterdir(), key=lambda p: p.name)
+    scalars = _scalars(newest)
+    assert [step for step, _ in scalars["val/acc"]] == [2 * 3 - 1]  # only epoch 2 ran: 3 steps/epoch, 0-based
+    missing = run_cli(
+        "ftlab.train",
+        ["+experiment=smoke", f"paths.log_dir={tmp_path / 'empty'}", "resume=last"],
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 2 and "nothing to resume" in missing.stderr

@@ -36,7 +36,9 @@ def test_cifar_subset_from_archive(tmp_path, extracted):
         (tmp_path / "cifar-10-python.tar.gz").unlink()
     shutil.rmtree(tmp_path / "build")
     classes = ["cat", "dog", "automobile"]
-    source = Cifar10Source(root=str(tmp_path), classes=classes, train_size=30, val_size=9, seed=3, download=False)
+    source = Cifar10Source(
+        root=str(tmp_path), classes=classes, train_size=30, val_size=9, seed=3, download=False
+    )
     train, val = source.load()
     assert len(train) == 30 and len(val) == 9
     assert Counter(train.labels.tolist()) == {0: 10, 1: 10, 2: 10}  # stratified
@@ -65,7 +67,9 @@ def _write_folder(root, counts, size=(40, 30)):
     for cls, n in counts.items():
         (root / cls).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
+                root / cls / f"{i}.png"
+            )
 
 
 def test_imagefolder_split_is_stratified_and_seeded(tmp_path):
@@ -75,7 +79,9 @@ def test_imagefolder_split_is_stratified_and_seeded(tmp_path):
     train, val = source.load()
     assert Counter(val.labels) == {0: 3, 1: 3} and Counter(train.labels) == {0: 7, 1: 7}
     assert set(train.paths).isdisjoint(val.paths)
-    assert ImageFolderSource(root=str(tmp_path / "imgs"), val_fraction=0.3, seed=1).load()[1].paths == val.paths
+    assert (
+        ImageFolderSource(root=str(tmp_path / "imgs"), val_fraction=0.3, seed=1).load()[1].paths == val.paths
+    )
 
 
 def test_imagefolder_val_root_and_errors(tmp_path):

@@ -17,15 +17,23 @@ def _snapshot(module: Classifier) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.net.state_dict().items() if not k.startswith(head)}
 
 
-def _fit(epochs: int, unfreeze_at: int | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Classifier]:
+def _fit(
+    epochs: int, unfreeze_at: int | None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Classifier]:
     L.seed_everything(0)
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=32)
     before = _snapshot(module)
     head_before = module.head.weight.detach().clone()
     dm = ImageDataModule(SyntheticSource(train_size=16, val_size=8), module.preprocessing, batch_size=8)
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[FreezeUnfreeze(unfreeze_at)])
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[FreezeUnfreeze(unfreeze_at)],
+    )
     trainer.fit(module, datamodule=dm)
     assert not torch.equal(module.head.weight, head_before)  # the head always trains
     return before, _snapshot(module), module

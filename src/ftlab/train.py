@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -14,7 +15,7 @@ from rich.console import Console
 from ftlab import preflight
 from ftlab.config import checked, config_dir
 from ftlab.data import build_datamodule, build_source
-from ftlab.errors import report_errors
+from ftlab.errors import FtlabError, report_errors
 from ftlab.finetune.schedule import FreezeUnfreeze
 from ftlab.models.module import Classifier
 from ftlab.summary import EpochSummary
@@ -31,9 +32,29 @@ def _optional(node: DictConfig | None) -> Any:
     return instantiate(node) if node and "_target_" in node else None
 
 
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path=<file>` as given; `resume=last`: the newest `last.ckpt` among this task's earlier runs."""
+    if cfg.get("ckpt_path"):
+        path = Path(str(cfg.ckpt_path)).expanduser()
+        if not path.is_file():
+            raise FtlabError(f"ckpt_path={str(path)!r}: no such checkpoint file.")
+        return str(path)
+    resume = cfg.get("resume")
+    if not resume:
+        return None
+    if resume != "last":
+        raise FtlabError(f"resume={resume!r}: the only value is `last` (or give ckpt_path=<file>).")
+    task_dir = Path(str(cfg.paths.log_dir)) / str(cfg.task_name)
+    candidates = sorted(task_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FtlabError(f"resume=last: no checkpoints/last.ckpt under {task_dir}; nothing to resume.")
+    return str(candidates[-1])
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run one fine-tuning job from a composed config; return its final metrics and the objects used."""
     model_cfg, finetune_cfg = checked(cfg, "model"), checked(cfg, "finetune")
+    ckpt_path = resolve_ckpt_path(cfg)
     source = build_source(cfg.data, cfg.seed)
     preflight.check(source, model_cfg.backbone, model_cfg.weights)
     L.seed_everything(cfg.seed, workers=True)
@@ -56,7 +77,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger"))
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
