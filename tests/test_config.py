@@ -10,6 +10,7 @@ from conftest import CONF
 from ftlab.config import checked
 from ftlab.data import build_source
 from ftlab.errors import FtlabError
+from ftlab.train import split_trainer_config
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
@@ -34,7 +35,9 @@ def test_every_group_option_composes(compose_cfg, group, option):
         model = checked(cfg, "model")
         assert model.backbone == option
     if group == "trainer" and option in ("default", "cpu", "ddp_cpu"):
-        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        trainer_cfg, compile_cfg = split_trainer_config(cfg.trainer)
+        trainer = instantiate(trainer_cfg, logger=False, enable_checkpointing=False)
+        assert compile_cfg is None
         assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
@@ -66,9 +69,12 @@ def test_every_yaml_option_has_a_comment():
 
 
 def test_unknown_model_key_is_one_clear_error(compose_cfg):
-    cfg = compose_cfg(["+model.backbone_lr_mul=0.5"])
-    with pytest.raises(FtlabError, match=r"Unknown key model.backbone_lr_mul.*backbone_lr_mult"):
+    cfg = compose_cfg(["+model.weight=DEFAULT"])
+    with pytest.raises(FtlabError, match=r"Unknown key model.weight\b.*weights"):
         checked(cfg, "model")
+    cfg = compose_cfg(["+finetune.backbone_lr_mul=0.5"])
+    with pytest.raises(FtlabError, match=r"Unknown key finetune.backbone_lr_mul\b.*backbone_lr_mult"):
+        checked(cfg, "finetune")
 
 
 def test_wrong_type_names_the_key(compose_cfg):

@@ -33,15 +33,23 @@ class ModelSchema:
 
     backbone: str = MISSING
     weights: str | None = "DEFAULT"
-    backbone_lr_mult: float = 0.1
 
 
 @dataclass
 class FinetuneSchema:
-    """`finetune=`: when the backbone unfreezes."""
+    """`finetune=`: which stages train when, at which learning rate, with which BatchNorm policy."""
 
     strategy: str = "freeze_unfreeze"
     unfreeze_at_epoch: int | None = 1
+    every: int = 1
+    milestones: list[int] | None = None
+    min_stage: str | None = None
+    phases: list[Any] | None = None
+    backbone_lr_mult: float = 0.1
+    lr_decay: float = 1.0
+    warmup_epochs: float = 0.0
+    bn: str = "frozen"
+    no_decay_norm_bias: bool = True
 
 
 SCHEMAS: dict[str, type] = {"model": ModelSchema, "finetune": FinetuneSchema}

@@ -9,14 +9,14 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ftlab import preflight
 from ftlab.config import checked, config_dir
 from ftlab.data import build_datamodule, build_source
 from ftlab.errors import FtlabError, report_errors
-from ftlab.finetune.schedule import FreezeUnfreeze
+from ftlab.finetune.schedule import FinetuneSchedule, build_phases
 from ftlab.models.module import Classifier
 from ftlab.summary import EpochSummary
 
@@ -30,6 +30,30 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
 
 def _optional(node: DictConfig | None) -> Any:
     return instantiate(node) if node and "_target_" in node else None
+
+
+def split_trainer_config(node: DictConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The Trainer's own arguments, and ftlab's `trainer.compile` option (None when off)."""
+    trainer_cfg = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(trainer_cfg, dict)
+    compile_cfg = trainer_cfg.pop("compile", False)
+    if not compile_cfg:
+        return trainer_cfg, None
+    return trainer_cfg, dict(compile_cfg) if isinstance(compile_cfg, dict) else {}
+
+
+def build_schedule(finetune: Any, stage_names: list[str]) -> FinetuneSchedule:
+    """The schedule callback from the checked `finetune` config and the backbone's trainable stages."""
+    phases = build_phases(
+        finetune.strategy,
+        stage_names,
+        unfreeze_at_epoch=finetune.unfreeze_at_epoch,
+        every=finetune.every,
+        milestones=finetune.milestones,
+        min_stage=finetune.min_stage,
+        phases=finetune.phases,
+    )
+    return FinetuneSchedule(phases, bn=finetune.bn, warmup_epochs=finetune.warmup_epochs)
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -59,24 +83,31 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     preflight.check(source, model_cfg.backbone, model_cfg.weights)
     L.seed_everything(cfg.seed, workers=True)
 
+    scheduler_cfg = OmegaConf.to_container(cfg.get("scheduler") or {}, resolve=True)
+    assert isinstance(scheduler_cfg, dict)
+    interval, monitor = scheduler_cfg.pop("interval", "epoch"), scheduler_cfg.pop("monitor", None)
     module = Classifier(
         backbone=model_cfg.backbone,
         class_names=source.classes,
         weights=model_cfg.weights,
         image_size=cfg.data.get("image_size"),
-        backbone_lr_mult=model_cfg.backbone_lr_mult,
+        backbone_lr_mult=finetune_cfg.backbone_lr_mult,
+        lr_decay=finetune_cfg.lr_decay,
+        no_decay_norm_bias=finetune_cfg.no_decay_norm_bias,
         optimizer=_optional(cfg.get("optimizer")),
-        scheduler=_optional(cfg.get("scheduler")),
+        scheduler=instantiate(scheduler_cfg) if "_target_" in scheduler_cfg else None,
+        scheduler_interval=interval,
+        scheduler_monitor=monitor,
     )
-    datamodule = build_datamodule(cfg.data, source, module.preprocessing)
+    schedule = build_schedule(finetune_cfg, module.trainable_stage_names)
+    datamodule = build_datamodule(cfg.data, source, module.preprocessing, seed=cfg.seed)
+    trainer_cfg, compile_cfg = split_trainer_config(cfg.trainer)
+    if compile_cfg is not None:
+        module.compile_stages(**compile_cfg)
     summary = EpochSummary()
-    callbacks = _instantiate_all(cfg.get("callbacks")) + [
-        FreezeUnfreeze(finetune_cfg.unfreeze_at_epoch),
-        summary,
-    ]
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger"))
-    )
+    callbacks = _instantiate_all(cfg.get("callbacks")) + [schedule, summary]
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

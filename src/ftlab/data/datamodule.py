@@ -16,6 +16,7 @@ from ftlab.data import transforms
 from ftlab.data.sources import SOURCES, LabeledImages, Source
 from ftlab.errors import FtlabError, did_you_mean
 from ftlab.models.backbones import Preprocessing
+from ftlab.reproducibility import EpochSampler
 
 AUGMENTS = ("none", "hflip")
 PREPROCESS_ON = ("device", "cpu")
@@ -39,6 +40,7 @@ class ImageDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         augment: str = "hflip",
         preprocess_on: str = "device",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if augment not in AUGMENTS:
@@ -49,7 +51,7 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.persistent_workers = persistent_workers and num_workers > 0
-        self.augment, self.preprocess_on = augment, preprocess_on
+        self.augment, self.preprocess_on, self.seed = augment, preprocess_on, seed
         self.train_set: LabeledImages | None = None
         self.val_set: LabeledImages | None = None
 
@@ -79,12 +81,16 @@ class ImageDataModule(L.LightningDataModule):
             self.train_set.transform = self._cpu_transform(train=True)
             self.val_set.transform = self._cpu_transform(train=False)
 
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def _loader(self, dataset: LabeledImages | None, shuffle: bool) -> DataLoader:
         assert dataset is not None, "call setup() first"
+        sampler = EpochSampler(len(dataset), self.seed, self._current_epoch) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -112,10 +118,12 @@ class ImageDataModule(L.LightningDataModule):
 LOADER_KEYS = ("batch_size", "num_workers", "pin_memory", "persistent_workers", "augment", "preprocess_on")
 
 
-def build_datamodule(cfg: Mapping[str, Any], source: Source, preprocessing: Preprocessing) -> ImageDataModule:
+def build_datamodule(
+    cfg: Mapping[str, Any], source: Source, preprocessing: Preprocessing, seed: int = 0
+) -> ImageDataModule:
     """DataModule from the `data` config node, its source, and the model's preprocessing."""
     loader = {k: cfg[k] for k in LOADER_KEYS if k in cfg}
-    return ImageDataModule(source, preprocessing, **loader)
+    return ImageDataModule(source, preprocessing, seed=seed, **loader)
 
 
 def build_source(cfg: Mapping[str, Any], seed: int) -> Source:

@@ -1,40 +1,185 @@
-"""Freeze the backbone for the first epochs, then unfreeze it: decided from the epoch alone."""
+"""Fine-tuning schedules: which stages train in each epoch, their LR multipliers and BatchNorm modes.
+
+Every strategy compiles to a list of phases `{at_epoch, trainable, lr_mult}`, and everything follows from
+the epoch alone: a resume at any epoch rebuilds the same state. Unfreezing only flips `requires_grad` (and
+module modes); the optimizer already holds every stage's parameter group, so it is never rebuilt.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from torch import nn
 
-PHASE_HEAD, PHASE_FULL = "head", "full"
+from ftlab.errors import FtlabError, did_you_mean
+from ftlab.finetune.param_groups import HEAD
+
+STRATEGIES = ("linear_probe", "full", "freeze_unfreeze", "gradual", "custom")
+BN_POLICIES = ("frozen", "train", "all_frozen")
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
-class FreezeUnfreeze(Callback):
-    """Train the head alone until `unfreeze_at_epoch` (0-based), then the whole network.
+@dataclass(frozen=True)
+class Phase:
+    """From `at_epoch` on (until the next phase), these stages train with LRs scaled by `lr_mult`."""
 
-    While frozen, the backbone's parameters have `requires_grad=False` and its modules stay in eval mode
-    (BatchNorm statistics fixed, dropout off), so the frozen part is a pure function of the image. The
-    optimizer holds every parameter group from the start; unfreezing never rebuilds it. `None` never
-    unfreezes (a linear probe); 0 trains everything from the start.
+    at_epoch: int
+    trainable: frozenset[str]
+    lr_mult: float = 1.0
+
+
+def resolve_trainable(spec: str | Iterable[str], stage_names: Sequence[str]) -> frozenset[str]:
+    """Stage names from a list of names, `top-k` (the k stages nearest the head), `all` or `none`."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    chosen: set[str] = set()
+    for item in items:
+        item = str(item)
+        match = re.fullmatch(r"top-(\d+)", item)
+        if item == "all":
+            chosen.update(stage_names)
+        elif item in ("none", HEAD):
+            continue
+        elif match:
+            k = int(match.group(1))
+            chosen.update(stage_names[len(stage_names) - k :] if k else [])
+        elif item in stage_names:
+            chosen.add(item)
+        else:
+            raise FtlabError(
+                f"finetune: unknown stage {item!r}.{did_you_mean(item, stage_names)} Stages of this "
+                f"backbone: {', '.join(stage_names)}; also `top-k`, `all`, `none`."
+            )
+    return frozenset(chosen)
+
+
+def build_phases(
+    strategy: str,
+    stage_names: Sequence[str],
+    *,
+    unfreeze_at_epoch: int | None = 1,
+    every: int = 1,
+    milestones: Sequence[int] | None = None,
+    min_stage: str | None = None,
+    phases: Sequence[Any] | None = None,
+) -> list[Phase]:
+    """Compile a strategy into phases over the backbone's trainable stages (those with parameters)."""
+    names = list(stage_names)
+    if strategy == "linear_probe":
+        return [Phase(0, frozenset())]
+    if strategy == "full":
+        return [Phase(0, frozenset(names))]
+    if strategy == "freeze_unfreeze":
+        if unfreeze_at_epoch is None:
+            return [Phase(0, frozenset())]
+        if unfreeze_at_epoch <= 0:
+            return [Phase(0, frozenset(names))]
+        return [Phase(0, frozenset()), Phase(unfreeze_at_epoch, frozenset(names))]
+    if strategy == "gradual":
+        lowest = names.index(min_stage) if min_stage else 0
+        if min_stage and min_stage not in names:
+            raise FtlabError(
+                f"finetune.min_stage={min_stage!r} is not a stage.{did_you_mean(min_stage, names)}"
+            )
+        steps = len(names) - lowest
+        epochs = list(milestones) if milestones else [every * (k + 1) for k in range(steps)]
+        if len(epochs) < steps:
+            steps = len(epochs)
+        out = [Phase(0, frozenset())]
+        for k in range(1, steps + 1):
+            out.append(Phase(int(epochs[k - 1]), frozenset(names[len(names) - k :])))
+        return out
+    if strategy == "custom":
+        if not phases:
+            raise FtlabError(
+                "finetune.strategy=custom needs finetune.phases: a list of {at_epoch, trainable, lr_mult}."
+            )
+        out = [
+            Phase(
+                int(p["at_epoch"]),
+                resolve_trainable(p.get("trainable", []), names),
+                float(p.get("lr_mult", 1.0)),
+            )
+            for p in phases
+        ]
+        out.sort(key=lambda p: p.at_epoch)
+        if out[0].at_epoch != 0:
+            out.insert(0, Phase(0, frozenset()))
+        return out
+    raise FtlabError(
+        f"finetune.strategy={strategy!r} is unknown.{did_you_mean(strategy, STRATEGIES)} "
+        f"Choose one of {', '.join(STRATEGIES)}."
+    )
+
+
+class FinetuneSchedule(Callback):
+    """Applies the phase of each epoch: `requires_grad`, train/eval modes (BatchNorm policy), LR factors.
+
+    BatchNorm policy `frozen`: frozen stages run in eval mode (fixed statistics, no dropout), so a frozen
+    stage is a pure function of its input; `train`: frozen stages keep updating statistics; `all_frozen`:
+    every norm layer in eval mode, for tiny batches. A stage unfrozen after epoch 0 warms its LR up
+    linearly over `warmup_epochs`. Logs `finetune/phase`, `finetune/trainable_params` and `lr/<stage>`.
     """
 
-    def __init__(self, unfreeze_at_epoch: int | None = 1) -> None:
-        self.unfreeze_at_epoch = unfreeze_at_epoch
+    def __init__(self, phases: Sequence[Phase], bn: str = "frozen", warmup_epochs: float = 0.0) -> None:
+        if bn not in BN_POLICIES:
+            raise FtlabError(f"finetune.bn={bn!r} is not one of {', '.join(BN_POLICIES)}.")
+        self.phases = sorted(phases, key=lambda p: p.at_epoch)
+        self.bn, self.warmup_epochs = bn, warmup_epochs
 
-    def phase(self, epoch: int) -> str:
-        """The phase of a 0-based epoch."""
-        if self.unfreeze_at_epoch is not None and epoch >= self.unfreeze_at_epoch:
-            return PHASE_FULL
-        return PHASE_HEAD
+    def phase_index(self, epoch: int) -> int:
+        """Index of the phase in force at a 0-based epoch."""
+        return max(i for i, p in enumerate(self.phases) if p.at_epoch <= epoch)
 
-    def apply(self, pl_module: L.LightningModule, epoch: int) -> None:
-        """Set requires_grad and train/eval modes of the backbone for `epoch`."""
-        frozen = self.phase(epoch) == PHASE_HEAD
-        for param in pl_module.backbone_parameters():  # type: ignore[operator]
-            param.requires_grad = not frozen
-        for module in pl_module.backbone_modules():  # type: ignore[operator]
-            module.train(not frozen and pl_module.training)
+    def trainable(self, epoch: int) -> frozenset[str]:
+        return self.phases[self.phase_index(epoch)].trainable
+
+    def unfrozen_since(self, stage: str, epoch: int) -> int:
+        """First epoch of the stage's current unbroken run of trainable phases."""
+        since = epoch
+        for phase in reversed(self.phases[: self.phase_index(epoch) + 1]):
+            if stage != HEAD and stage not in phase.trainable:
+                break
+            since = phase.at_epoch
+        return since
+
+    def lr_factor(self, stage: str, epoch: int, progress: float) -> float:
+        """LR multiplier of a stage at `epoch` + `progress` (fraction of the epoch done after this step)."""
+        phase = self.phases[self.phase_index(epoch)]
+        if stage != HEAD and stage not in phase.trainable:
+            return 0.0
+        factor = phase.lr_mult
+        since = self.unfrozen_since(stage, epoch)
+        if self.warmup_epochs > 0 and since > 0:
+            factor *= min(1.0, (epoch - since + progress) / self.warmup_epochs)
+        return factor
+
+    def apply(self, pl_module: Any, epoch: int) -> None:
+        """Set requires_grad and modes of every stage for `epoch`."""
+        trainable = self.trainable(epoch)
+        previous_mode = False
+        for name, stage in pl_module.stages.items():
+            params = list(stage.parameters())
+            if params:
+                on = name in trainable
+                for param in params:
+                    param.requires_grad = on
+                mode = on or self.bn == "train"
+            else:  # parameter-free glue follows the stage that feeds it
+                mode = previous_mode
+            stage.train(mode)
+            previous_mode = mode
+        pl_module.head.train(True)
+        for param in pl_module.head.parameters():
+            param.requires_grad = True
+        if self.bn == "all_frozen":
+            for module in pl_module.net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.apply(pl_module, trainer.current_epoch)
@@ -42,10 +187,31 @@ class FreezeUnfreeze(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
         self.apply(pl_module, epoch)
-        pl_module.log("finetune/phase", float(self.phase(epoch) == PHASE_FULL), on_step=False, on_epoch=True)
+        trainable_params = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        pl_module.log("finetune/phase", float(self.phase_index(epoch)), on_epoch=True, on_step=False)
+        pl_module.log("finetune/trainable_params", float(trainable_params), on_epoch=True, on_step=False)
+        if trainer.optimizers:
+            first = 1.0 / max(1, int(trainer.num_training_batches))
+            seen: set[str] = set()
+            for group in trainer.optimizers[0].param_groups:
+                stage = group.get("stage")
+                if stage is None or stage in seen:
+                    continue
+                seen.add(stage)
+                lr = group["lr"] * self.lr_factor(stage, epoch, first)
+                pl_module.log(f"lr/{stage}", lr, on_epoch=True, on_step=False)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        progress = (batch_idx + 1) / max(1, int(trainer.num_training_batches))
+        stages = list(pl_module.stages) + [HEAD]  # type: ignore[arg-type]
+        factors = {s: self.lr_factor(s, trainer.current_epoch, progress) for s in stages}
+        pl_module.lr_factors = factors  # type: ignore[assignment]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"unfreeze_at_epoch": self.unfreeze_at_epoch}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.unfreeze_at_epoch = state_dict["unfreeze_at_epoch"]
+        return {
+            "phases": [(p.at_epoch, sorted(p.trainable), p.lr_mult) for p in self.phases],
+            "bn": self.bn,
+            "warmup_epochs": self.warmup_epochs,
+        }

@@ -1,8 +1,10 @@
-"""The LightningModule: a backbone with a fresh head, cross-entropy, accuracy, per-group learning rates."""
+"""The LightningModule: a backbone split into stages plus a fresh head, cross-entropy, accuracy, and
+optimizer groups per stage so a fine-tuning schedule can unfreeze without rebuilding the optimizer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -10,19 +12,26 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ftlab.finetune.param_groups import HEAD, build_param_groups, stage_lr_multipliers
 from ftlab.models.backbones import Preprocessing, build
+from ftlab.models.stages import Stages, run_stages, split
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+SchedulerFactory = Callable[..., Any]
 
 
 class Classifier(L.LightningModule):
     """Fine-tunes a torchvision (or ftlab) backbone for `class_names`.
 
-    Checkpoints keep what inference needs without the training config: class names, backbone name,
-    weights id and the preprocessing (see `on_save_checkpoint`). Load one without downloading the
-    pretrained weights again with `Classifier.load_from_checkpoint(path, weights=None)`.
+    The network is `self.net` (the torchvision model, so checkpoints keep torchvision's key names);
+    `self.stages` / `self.head` are views of the same modules. Checkpoints also keep what inference needs
+    without the training config: class names, backbone name, weights id, stages and preprocessing (see
+    `on_save_checkpoint`). Load one without downloading the pretrained weights again with
+    `Classifier.load_from_checkpoint(path, weights=None)`.
     """
+
+    stages: Stages
+    _head: nn.Module
 
     def __init__(
         self,
@@ -31,8 +40,12 @@ class Classifier(L.LightningModule):
         weights: str | None = "DEFAULT",
         image_size: int | None = None,
         backbone_lr_mult: float = 0.1,
+        lr_decay: float = 1.0,
+        no_decay_norm_bias: bool = True,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        scheduler_monitor: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -42,6 +55,10 @@ class Classifier(L.LightningModule):
         self.weights_id = built.weights_id
         self.preprocessing: Preprocessing = built.preprocessing.at_size(image_size)
         self.class_names = list(class_names)
+        stages, head = split(self.net)
+        object.__setattr__(self, "stages", stages)  # views of self.net's modules: not registered twice
+        object.__setattr__(self, "_head", head)
+        self.lr_factors: dict[str, float] = {}
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.criterion = nn.CrossEntropyLoss()
         num_classes = len(class_names)
@@ -50,20 +67,25 @@ class Classifier(L.LightningModule):
 
     @property
     def head(self) -> nn.Module:
-        return self.net.get_submodule(self.head_name)
+        """The final layer(s) after the last stage (the freshly initialised classifier)."""
+        return self._head
 
-    def backbone_parameters(self) -> Iterator[nn.Parameter]:
-        """Every parameter of the network except the head's."""
-        head = {id(p) for p in self.head.parameters()}
-        return (p for p in self.net.parameters() if id(p) not in head)
+    @property
+    def trainable_stage_names(self) -> list[str]:
+        """Stages that hold parameters, stem first: what schedules freeze and unfreeze."""
+        return [name for name, stage in self.stages.items() if any(True for _ in stage.parameters())]
 
-    def backbone_modules(self) -> Iterator[nn.Module]:
-        """Every module of the network except the head (and the network's root container)."""
-        head = {id(m) for m in self.head.modules()}
-        return (m for m in self.net.modules() if id(m) not in head)
+    def compile_stages(self, backend: str = "inductor", mode: str | None = None) -> None:
+        """torch.compile every stage and the head in place (`trainer.compile=true`).
+
+        `nn.Module.compile` keeps parameter names, so checkpoints load into an uncompiled model; dynamo
+        guards on `requires_grad`, so an unfreeze recompiles instead of reusing a frozen graph.
+        """
+        for module in [*self.stages.values(), self.head]:
+            module.compile(backend=backend, mode=mode)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        return run_stages(self.stages, self.head, images)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
@@ -81,27 +103,47 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Named groups (backbone at lr x backbone_lr_mult, head at lr); all exist from the start."""
-        return [
-            {
-                "name": "backbone",
-                "params": list(self.backbone_parameters()),
-                "lr": lr * self.hparams["backbone_lr_mult"],
-            },
-            {"name": "head", "params": list(self.head.parameters()), "lr": lr},
-        ]
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """One group per stage (plus a no-decay twin) with the per-stage LR policy, all from the start."""
+        names = self.trainable_stage_names
+        mults = stage_lr_multipliers(names, self.hparams["lr_decay"], self.hparams["backbone_lr_mult"])
+        parts = {name: self.stages[name] for name in names} | {HEAD: self.head}
+        return build_param_groups(parts, lr, mults, weight_decay, self.hparams["no_decay_norm_bias"])
 
     def configure_optimizers(self) -> Any:
         factory = self.optimizer_factory or torch.optim.AdamW
-        base_lr = getattr(factory, "keywords", {}).get("lr", 1e-3)
-        optimizer = factory(self.param_groups(base_lr))
+        keywords = getattr(factory, "keywords", {})
+        optimizer = factory(self.param_groups(keywords.get("lr", 1e-3), keywords.get("weight_decay", 0.0)))
         if self.scheduler_factory is None:
             return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        kwargs = {}
+        if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        config: dict[str, Any] = {
+            "scheduler": self.scheduler_factory(optimizer, **kwargs),
+            "interval": self.hparams["scheduler_interval"],
         }
+        if self.hparams["scheduler_monitor"]:
+            config["monitor"] = self.hparams["scheduler_monitor"]
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        """Step with the schedule's per-stage LR factors (phase multiplier, unfreeze warmup) applied.
+
+        The factors are applied only inside the step, so the LR scheduler and checkpoints always see the
+        scheduler's own values.
+        """
+        groups = optimizer.param_groups
+        scheduled = [group["lr"] for group in groups]
+        for group in groups:
+            group["lr"] = group["lr"] * self.lr_factors.get(group.get("stage", HEAD), 1.0)
+        try:
+            optimizer.step(closure=optimizer_closure)
+        finally:
+            for group, lr in zip(groups, scheduled, strict=True):
+                group["lr"] = lr
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ftlab"] = {
@@ -109,5 +151,6 @@ class Classifier(L.LightningModule):
             "backbone": self.hparams["backbone"],
             "weights_id": self.weights_id,
             "head_name": self.head_name,
+            "stages": list(self.stages),
             "preprocessing": self.preprocessing.to_dict(),
         }
