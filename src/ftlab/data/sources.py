@@ -325,8 +325,11 @@ class SyntheticSource:
         return self._generate(self.train_size, self.seed), self._generate(self.val_size, self.seed + 1)
 
 
+from ftlab.data.fashion_mnist import FashionMnistSource  # noqa: E402 (it builds on the classes above)
+
 SOURCES: dict[str, type] = {
     "cifar10": Cifar10Source,
     "imagefolder": ImageFolderSource,
     "synthetic": SyntheticSource,
+    "fashion_mnist": FashionMnistSource,
 }
