@@ -159,15 +159,27 @@ def test_ddp_cpu_stage_unfrozen_mid_run_trains_identically_on_both_ranks(tmp_pat
     """2 gloo processes; the backbone unfreezes in epoch 2: it must train, and stay identical across ranks."""
     logs, dumps = tmp_path / "logs", tmp_path / "dumps"
     env = offline_env(PYTHONPATH=str(Path(__file__).parent))
-    result = run_cli("ftlab.train", ["+experiment=smoke", *TINY, "trainer=ddp_cpu", f"paths.log_dir={logs}",
-                                     "finetune=freeze_unfreeze", "finetune.unfreeze_at_epoch=1",
-                                     "+callbacks.rank_dump._target_=rank_dump.SaveRankWeights",
-                                     f"+callbacks.rank_dump.out_dir={dumps}"], cwd=tmp_path, env=env)
+    result = run_cli(
+        "ftlab.train",
+        [
+            "+experiment=smoke",
+            *TINY,
+            "trainer=ddp_cpu",
+            f"paths.log_dir={logs}",
+            "finetune=freeze_unfreeze",
+            "finetune.unfreeze_at_epoch=1",
+            "+callbacks.rank_dump._target_=rank_dump.SaveRankWeights",
+            f"+callbacks.rank_dump.out_dir={dumps}",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = _only_run(logs, "smoke")  # both ranks wrote into the same Hydra run folder
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
-    start, rank0, rank1 = (torch.load(dumps / f, weights_only=True)
-                           for f in ("rank0_start.pt", "rank0_end.pt", "rank1_end.pt"))
+    start, rank0, rank1 = (
+        torch.load(dumps / f, weights_only=True) for f in ("rank0_start.pt", "rank0_end.pt", "rank1_end.pt")
+    )
     assert not torch.equal(start["conv1.weight"], rank0["conv1.weight"])  # the unfrozen stem trained
     assert not torch.equal(start["layer3.0.conv1.weight"], rank0["layer3.0.conv1.weight"])
     different = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
@@ -176,9 +188,19 @@ def test_ddp_cpu_stage_unfrozen_mid_run_trains_identically_on_both_ranks(tmp_pat
 
 def test_tensorboard_shows_phases_trainable_params_and_stage_lrs(tmp_path):
     logs = tmp_path / "logs"
-    result = run_cli("ftlab.train", ["+experiment=smoke", *TINY, "trainer.max_epochs=3", "finetune=gradual",
-                                     "finetune.milestones=[1,2]", "finetune.warmup_epochs=0",
-                                     f"paths.log_dir={logs}"], cwd=tmp_path)
+    result = run_cli(
+        "ftlab.train",
+        [
+            "+experiment=smoke",
+            *TINY,
+            "trainer.max_epochs=3",
+            "finetune=gradual",
+            "finetune.milestones=[1,2]",
+            "finetune.warmup_epochs=0",
+            f"paths.log_dir={logs}",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     scalars = {tag: [v for _, v in values] for tag, values in _scalars(_only_run(logs, "smoke")).items()}
     assert scalars["finetune/phase"] == [0.0, 1.0, 2.0]

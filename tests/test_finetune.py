@@ -242,3 +242,32 @@ def test_linear_probe_trains_only_the_head():
     assert changed == {"fc.weight", "fc.bias"}
     assert not torch.equal(head_before, module.head.weight)
     assert isinstance(module.head, nn.Linear)
+
+
+@pytest.mark.slow
+def test_compiled_training_recompiles_on_unfreeze_and_checkpoints_load_uncompiled(tmp_path):
+    """torch.compile (aot_eager: the dynamo + autograd path, without codegen time) across an unfreeze."""
+    import torch._dynamo
+
+    def run(compiled: bool) -> tuple[Classifier, L.Trainer]:
+        module = _module()
+        if compiled:
+            module.compile_stages(backend="aot_eager")
+        trainer = _trainer(
+            2,
+            FinetuneSchedule(build_phases("freeze_unfreeze", RESNET, unfreeze_at_epoch=1)),
+            root=tmp_path / str(compiled),
+        )
+        trainer.fit(module, _data(module))
+        return module, trainer
+
+    torch._dynamo.reset()
+    eager, _ = run(False)
+    compiled, _ = run(True)
+    start = _module().state_dict()
+    assert not torch.equal(start["net.conv1.weight"], compiled.state_dict()["net.conv1.weight"])  # unfroze
+    for key, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    plain = Classifier.load_from_checkpoint(tmp_path / "True" / "last.ckpt", weights=None)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(plain.eval()(x), compiled.eval()._run_network(x))

@@ -12,10 +12,31 @@ from ftlab.models.backbones import AUX_LOGIT_MODELS
 from ftlab.models.stages import run_stages, split
 
 # Seconds each on 2 CPU cores: exercised by `make test-full`.
-HEAVY = {"vit_h_14", "vit_l_16", "vit_l_32", "swin_v2_b", "swin_v2_s", "swin_b", "swin_s", "regnet_y_128gf",
-         "efficientnet_v2_l", "regnet_y_32gf", "regnet_x_32gf", "convnext_large", "convnext_base",
-         "resnext101_64x4d", "resnext101_32x8d", "wide_resnet101_2", "regnet_y_16gf", "regnet_x_16gf",
-         "efficientnet_b7", "efficientnet_b6", "efficientnet_v2_m", "vgg19_bn", "vgg16_bn"}
+HEAVY = {
+    "vit_h_14",
+    "vit_l_16",
+    "vit_l_32",
+    "swin_v2_b",
+    "swin_v2_s",
+    "swin_b",
+    "swin_s",
+    "regnet_y_128gf",
+    "efficientnet_v2_l",
+    "regnet_y_32gf",
+    "regnet_x_32gf",
+    "convnext_large",
+    "convnext_base",
+    "resnext101_64x4d",
+    "resnext101_32x8d",
+    "wide_resnet101_2",
+    "regnet_y_16gf",
+    "regnet_x_16gf",
+    "efficientnet_b7",
+    "efficientnet_b6",
+    "efficientnet_v2_m",
+    "vgg19_bn",
+    "vgg16_bn",
+}
 MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in list_models()]
 
 
@@ -37,8 +58,9 @@ def test_stages_then_head_equal_the_model(name):
     stage_params = [p for s in stages.values() for p in s.parameters()] + list(head.parameters())
     assert {id(p) for p in stage_params} == {id(p) for p in model.parameters()}  # the same tensors, no copies
     assert len(stage_params) == len({id(p) for p in stage_params})  # each parameter in one place
-    assert id(head) in model_modules or all(id(m) in model_modules for m in head.children()
-                                            if any(True for _ in m.parameters()))
+    assert id(head) in model_modules or all(
+        id(m) in model_modules for m in head.children() if any(True for _ in m.parameters())
+    )
     side = smallest_input(name)
     x = torch.randn(2, 3, side, side)
     with torch.no_grad():

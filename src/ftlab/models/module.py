@@ -76,16 +76,22 @@ class Classifier(L.LightningModule):
         return [name for name, stage in self.stages.items() if any(True for _ in stage.parameters())]
 
     def compile_stages(self, backend: str = "inductor", mode: str | None = None) -> None:
-        """torch.compile every stage and the head in place (`trainer.compile=true`).
+        """torch.compile the whole stage stack and head as one function (`trainer.compile=true`).
 
-        `nn.Module.compile` keeps parameter names, so checkpoints load into an uncompiled model; dynamo
-        guards on `requires_grad`, so an unfreeze recompiles instead of reusing a frozen graph.
+        Parameter names do not change, so checkpoints load into an uncompiled model. Dynamo guards on
+        `requires_grad` and train/eval modes, so each phase of a schedule gets its own graph; the recompile
+        limit is raised so that a long gradual schedule never silently falls back to eager.
         """
-        for module in [*self.stages.values(), self.head]:
-            module.compile(backend=backend, mode=mode)
+        dynamo_config = torch._dynamo.config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+        object.__setattr__(self, "_compiled", torch.compile(self._run_network, backend=backend, mode=mode))
+
+    def _run_network(self, images: torch.Tensor) -> torch.Tensor:
+        return run_stages(self.stages, self.head, images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return run_stages(self.stages, self.head, images)
+        compiled = self.__dict__.get("_compiled")
+        return compiled(images) if compiled is not None else self._run_network(images)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
