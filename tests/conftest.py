@@ -159,3 +159,28 @@ def write_fake_hub_weights(torch_home: Path, name: str = "resnet18", weights: st
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return path
+
+
+def run_clis(
+    calls: list[tuple[str, list[str]]], cwd: Path, envs: list[dict[str, str] | None] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run several `python -m <module> <args>` subprocesses at once (`envs`: one environment per call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    envs = envs or [None] * len(calls)
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [
+            pool.submit(run_cli, m, args, cwd, env) for (m, args), env in zip(calls, envs, strict=True)
+        ]
+        return [f.result() for f in futures]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of one tiny `+experiment=smoke` training run (CLI, offline), shared by the
+    predict / eval / export tests: checkpoints/best.ckpt, .hydra/config.yaml, tensorboard/."""
+    root = tmp_path_factory.mktemp("smoke_run")
+    result = run_cli("ftlab.train", ["+experiment=smoke", *TINY, f"paths.log_dir={root / 'logs'}"], cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (root / "logs" / "smoke").iterdir()
+    return run_dir

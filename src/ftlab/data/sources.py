@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
 import pickle
 import tarfile
+import time
+import types
+import typing
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +25,7 @@ from torch.utils.data import Dataset
 from ftlab.errors import FtlabError, did_you_mean
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 class LabeledImages(Dataset):
@@ -25,6 +33,9 @@ class LabeledImages(Dataset):
 
     transform: Transform | None
     labels: Any
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
 class TensorImages(LabeledImages):
@@ -41,15 +52,51 @@ class TensorImages(LabeledImages):
         return (self.transform(image) if self.transform else image), int(self.labels[idx])
 
 
+# What PIL raises for unreadable, truncated or malformed files (SyntaxError: some plugins' header checks).
+IMAGE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """uint8 (H, W, 3) RGB pixels of an open image, whatever its mode.
+
+    16-bit grayscale (PNG/TIFF `I;16`, PGM `I`) is scaled from 0..65535 to 0..255: PIL's own conversion
+    clips it, which turns most 16-bit images white. CMYK uses PIL's conversion (JPEG's Adobe-inverted CMYK
+    is undone by the decoder); palette and alpha modes go through RGBA so transparency keys are honoured.
+    """
+    if img.mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I (32-bit int holding 16-bit values)
+        wide = np.asarray(img).astype(np.float64).clip(0, 65535)
+        gray = np.rint(wide * (255.0 / 65535.0)).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    rgb = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA", "LA") else img.convert("RGB")
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
 def load_rgb(path: str | Path) -> torch.Tensor:
-    """Read an image file as a uint8 (3, H, W) tensor; grayscale, palette and RGBA become RGB."""
+    """Read an image file as uint8 (3, H, W); grayscale, 16-bit, palette, RGBA and CMYK become RGB."""
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA", "LA") else img.convert("RGB")
-            array = np.asarray(rgb, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError) as err:
+            array = _rgb_array(img)
+    except IMAGE_ERRORS as err:
         raise FtlabError(f"Cannot read image {path}: {err}. Remove or replace the file.") from err
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def image_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be used as an image (unreadable, truncated, corrupt), or None when it decodes."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (64, 64))  # JPEG: decode at reduced scale; the whole stream is still read
+            img.load()
+    except IMAGE_ERRORS as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def find_bad_images(paths: list[str]) -> list[tuple[str, str]]:
+    """(path, reason) of every file in `paths` that does not decode; decoding runs in a thread pool."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        problems = list(pool.map(image_problem, paths))
+    return [(path, why) for path, why in zip(paths, problems, strict=True) if why is not None]
 
 
 class FileImages(LabeledImages):
@@ -215,20 +262,69 @@ def _scan_folder(root: Path, key: str) -> tuple[list[str], list[str], list[int]]
             f"{key}={str(root)!r} is not a folder. Point it at a folder with one sub-folder of "
             "images per class."
         )
+    layout = "one sub-folder of images per class, e.g. root/cat/1.jpg, root/dog/2.jpg"
     try:
         classes, class_to_idx = find_classes(str(root))
-        samples = make_dataset(str(root), class_to_idx, extensions=IMAGE_EXTENSIONS)
     except FileNotFoundError as err:
+        loose = [p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        found = f" It holds {len(loose)} images directly; move them into class folders." if loose else ""
+        raise FtlabError(f"{key}={str(root)!r} has no class folders.{found} Expected {layout}.") from err
+    samples = make_dataset(str(root), class_to_idx, extensions=IMAGE_EXTENSIONS, allow_empty=True)
+    labels = [label for _, label in samples]
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    empty = [str(root / c) for c, n in zip(classes, counts, strict=True) if n == 0]
+    if empty:
         raise FtlabError(
-            f"{key}={str(root)!r}: {err}. Every class folder needs at least one image "
-            f"({', '.join(IMAGE_EXTENSIONS)})."
-        ) from err
-    return classes, [p for p, _ in samples], [label for _, label in samples]
+            f"{key}={str(root)!r}: no images in the class folder(s) {', '.join(empty)}. Every class folder "
+            f"needs at least one image ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder."
+        )
+    return classes, [p for p, _ in samples], labels
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether `value` fits a simple annotation: a class, `X | None`, `list[X]` (bool is not an int here)."""
+    if hint is Any:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_matches(v, typing.get_args(hint)[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def check_field_types(source: Any, prefix: str = "data") -> None:
+    """One clear error naming `<prefix>.<key>` when a dataclass field holds a value of the wrong type."""
+    hints = typing.get_type_hints(type(source))
+    for f in dataclasses.fields(source):
+        value = getattr(source, f.name)
+        if f.init and not _matches(value, hints[f.name]):
+            expected = getattr(hints[f.name], "__name__", str(hints[f.name]))
+            raise FtlabError(
+                f"{prefix}.{f.name}={value!r} has the wrong type: expected {expected}, "
+                f"got {type(value).__name__}."
+            )
+
+
+def _class_counts(classes: list[str], labels: list[int]) -> str:
+    """'cat=12, dog=3': images per class, for error messages."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    return ", ".join(f"{c}={n}" for c, n in zip(classes, counts, strict=True))
 
 
 @dataclass
 class ImageFolderSource:
-    """Your own images: `root/<class>/<image>`; val from `val_root` or a stratified split of `root`."""
+    """Your own images: `root/<class>/<image>`; val from `val_root` or a stratified split of `root`.
+
+    Every file is decoded once before training: an unreadable, truncated or corrupt image stops the run
+    with its path and the reason, or, with `skip_bad_images`, is left out and listed in the log
+    (`skipped` keeps the list).
+    """
 
     root: str
     val_root: str | None = None
@@ -236,22 +332,63 @@ class ImageFolderSource:
     train_size: int | None = None
     val_size: int | None = None
     seed: int = 0
+    skip_bad_images: bool = False
     fixed_size: bool = field(default=False, init=False)
+    skipped: list[tuple[str, str]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
+        if isinstance(
+            self.root, int | float
+        ):  # data.root=2024: Hydra reads a folder named by digits as a number
+            self.root = str(self.root)
+        check_field_types(self)
         self.classes = _scan_folder(Path(self.root), "data.root")[0]
 
     def assets(self) -> list[Asset]:
         return [Asset("image folder", Path(self.root), None, Path(self.root).is_dir())]
 
+    def _readable(
+        self, paths: list[str], labels: list[int], key: str, folder: str
+    ) -> tuple[list[str], list[int]]:
+        """The files that decode; any other stops the run, or is skipped and logged (`skip_bad_images`)."""
+        start = time.monotonic()
+        bad = find_bad_images(paths)
+        log.info("%s: checked %d images in %.1f s", key, len(paths), time.monotonic() - start)
+        if not bad:
+            return paths, labels
+        if not self.skip_bad_images:
+            shown = "\n".join(f"- {path}: {why}" for path, why in bad[:10])
+            more = f"\n- ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise FtlabError(
+                f"{len(bad)} of {len(paths)} images under {key}={folder} cannot "
+                f"be read:\n{shown}{more}\nRemove or replace them, or set data.skip_bad_images=true to "
+                "train without them (they are then listed in the log)."
+            )
+        listing = "\n".join(f"  {path}: {why}" for path, why in bad)
+        log.warning(
+            "Skipped %d unreadable images under %s (data.skip_bad_images=true):\n%s", len(bad), key, listing
+        )
+        self.skipped.extend(bad)
+        dropped = {path for path, _ in bad}
+        keep = [i for i, path in enumerate(paths) if path not in dropped]
+        return [paths[i] for i in keep], [labels[i] for i in keep]
+
     def load(self) -> tuple[LabeledImages, LabeledImages]:
+        self.skipped = []
         classes, paths, labels = _scan_folder(Path(self.root), "data.root")
+        paths, labels = self._readable(paths, labels, "data.root", self.root)
         if self.val_root:
             val_classes, val_paths, val_labels = _scan_folder(Path(self.val_root), "data.val_root")
             if val_classes != classes:
                 raise FtlabError(
                     f"data.val_root classes {val_classes} differ from data.root classes {classes}."
                 )
+            val_paths, val_labels = self._readable(val_paths, val_labels, "data.val_root", self.val_root)
+            for key, found in (("data.root", labels), ("data.val_root", val_labels)):
+                if np.bincount(np.asarray(found, dtype=np.int64), minlength=len(classes)).min() == 0:
+                    raise FtlabError(
+                        f"{key}: a class has no readable images left ({_class_counts(classes, found)})."
+                    )
         else:
             if not 0 < self.val_fraction < 1:
                 raise FtlabError(f"data.val_fraction={self.val_fraction} must be between 0 and 1.")
@@ -270,7 +407,9 @@ class ImageFolderSource:
             except ValueError as err:
                 raise FtlabError(
                     f"data.val_fraction={self.val_fraction} cannot split {len(labels)} images of "
-                    f"{len(classes)} classes (class counts {counts.tolist()}): {err}"
+                    f"{len(classes)} classes ({_class_counts(classes, labels)}): {err} Every class needs "
+                    "at least one image on each side: add images, change data.val_fraction, or set "
+                    "data.val_root."
                 ) from err
             val_paths, val_labels = [paths[i] for i in sorted(va)], [labels[i] for i in sorted(va)]
             paths, labels = [paths[i] for i in sorted(tr)], [labels[i] for i in sorted(tr)]
