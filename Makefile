@@ -5,9 +5,9 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: install train demo test test-full lint bench tensorboard clean
+.PHONY: install fashion-mnist train demo test test-full lint bench tensorboard clean
 
-install: $(STAMP)
+install: $(STAMP) fashion-mnist
 
 # Re-installs only when the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
@@ -15,8 +15,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# Debian's Fashion-MNIST files, for `make demo` with no network: installed where we are root with apt-get;
+# elsewhere a note (data=fashion_mnist then downloads the data set with torchvision).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+APT_GET       := DEBIAN_FRONTEND=noninteractive apt-get -y -q
+fashion-mnist:
+	@test -f $(FASHION_MNIST) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    $(APT_GET) install dataset-fashion-mnist >/dev/null 2>&1 \
+	    || { $(APT_GET) update >/dev/null 2>&1 && $(APT_GET) install dataset-fashion-mnist >/dev/null 2>&1; } \
+	    || echo "note: apt-get could not install dataset-fashion-mnist; data=fashion_mnist will download"; \
+	  else \
+	    echo "note: dataset-fashion-mnist not installed (needs root: sudo apt-get install dataset-fashion-mnist)"; \
+	  fi; }
+
 train: install
 	$(PY) -m ftlab.train +experiment=cats_dogs_cars $(ARGS)
+
+demo: install
+	$(PY) -m ftlab.train +experiment=offline_demo $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(ARGS)

