@@ -227,3 +227,88 @@ def test_resume_last_continues_the_newest_run(tmp_path):
         cwd=tmp_path,
     )
     assert missing.returncode == 2 and "nothing to resume" in missing.stderr
+
+
+def test_every_strategy_runs_from_the_cli(tmp_path):
+    """One Hydra multirun over all strategies; each job is a real training run (two batches)."""
+    logs = tmp_path / "logs"
+    result = run_cli(
+        "ftlab.train",
+        [
+            "-m",
+            "+experiment=smoke",
+            *TINY,
+            "debug=fast",
+            f"paths.log_dir={logs}",
+            "finetune=linear_probe,full,freeze_unfreeze,gradual,custom",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in (logs / "smoke" / "multirun").glob("*/*") if p.is_dir())
+    assert len(jobs) == 5
+    assert all((job / "checkpoints" / "last.ckpt").is_file() for job in jobs)
+
+
+def test_every_scheduler_runs_from_the_cli(tmp_path):
+    logs = tmp_path / "logs"
+    result = run_cli(
+        "ftlab.train",
+        [
+            "-m",
+            "+experiment=smoke",
+            *TINY,
+            "debug=fast",
+            f"paths.log_dir={logs}",
+            "scheduler=cosine,cosine_warmup,onecycle,plateau,none",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((logs / "smoke" / "multirun").glob("*/*/checkpoints/last.ckpt"))) == 5
+
+
+FAMILIES = [
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "densenet121",
+    "vgg11_bn",
+    "alexnet",
+    "squeezenet1_1",
+    "shufflenet_v2_x0_5",
+    "googlenet",
+    "inception_v3",
+    "regnet_x_400mf",
+    "mnasnet0_5",
+    "swin_t",
+    "vit_b_16",
+    "maxvit_t",
+    "efficientnet_lite0",
+]
+
+
+@pytest.mark.slow
+def test_gradual_schedule_runs_on_every_family_from_the_cli(tmp_path):
+    logs = tmp_path / "logs"
+    jobs = [(name, 224 if name.startswith(("vit", "maxvit")) else 80) for name in FAMILIES]
+    for size in sorted({s for _, s in jobs}):
+        names = ",".join(n for n, s in jobs if s == size)
+        result = run_cli(
+            "ftlab.train",
+            [
+                "-m",
+                "+experiment=smoke",
+                *TINY,
+                "debug=fast",
+                f"paths.log_dir={logs}",
+                "model.weights=null",
+                f"model.backbone={names}",
+                "finetune=gradual",
+                f"data.image_size={size}",
+                "data.batch_size=2",
+            ],
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((logs / "smoke" / "multirun").glob("*/*/checkpoints/last.ckpt"))) == len(FAMILIES)

@@ -271,3 +271,36 @@ def test_compiled_training_recompiles_on_unfreeze_and_checkpoints_load_uncompile
     plain = Classifier.load_from_checkpoint(tmp_path / "True" / "last.ckpt", weights=None)
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(plain.eval()(x), compiled.eval()._run_network(x))
+
+
+def test_step_schedulers_keep_each_groups_own_peak():
+    """Per-group LR trajectories follow the closed forms, scaled by each group's configured LR."""
+    import math
+
+    from ftlab.finetune.lr import one_cycle, warmup_cosine
+
+    def optimizer():
+        params = [nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))]
+        return torch.optim.SGD(
+            [{"params": [params[0]], "lr": 1.0}, {"params": [params[1]], "lr": 0.1}], lr=1.0
+        )
+
+    opt = optimizer()
+    sched = warmup_cosine(opt, total_steps=100, warmup_fraction=0.1)
+    seen = []
+    for _ in range(100):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert seen[0] == pytest.approx([0.1, 0.01]) and seen[9] == pytest.approx([1.0, 0.1])
+    expected = 0.5 * (1 + math.cos(math.pi * 45 / 90))
+    assert seen[55] == pytest.approx([expected, 0.1 * expected])
+    opt = optimizer()
+    sched = one_cycle(opt, total_steps=50, pct_start=0.2)
+    peaks = []
+    for _ in range(50):
+        peaks.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    top = max(range(50), key=lambda i: peaks[i][0])
+    assert peaks[top] == pytest.approx([1.0, 0.1]) and peaks[0][0] == pytest.approx(1.0 / 25)

@@ -83,7 +83,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     preflight.check(source, model_cfg.backbone, model_cfg.weights)
     L.seed_everything(cfg.seed, workers=True)
 
-    scheduler_cfg = OmegaConf.to_container(cfg.get("scheduler") or {}, resolve=True)
+    scheduler_node = cfg.get("scheduler")
+    scheduler_cfg = OmegaConf.to_container(scheduler_node, resolve=True) if scheduler_node else {}
     assert isinstance(scheduler_cfg, dict)
     interval, monitor = scheduler_cfg.pop("interval", "epoch"), scheduler_cfg.pop("monitor", None)
     module = Classifier(
