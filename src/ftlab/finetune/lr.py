@@ -14,7 +14,7 @@ def warmup_cosine(
     warmup_fraction: float = 0.05,
     min_lr_ratio: float = 0.0,
 ) -> LambdaLR:
-    """Linear warmup over `warmup_fraction` of the run, then cosine decay to `min_lr_ratio` x each group's LR."""
+    """Linear warmup over `warmup_fraction` of the steps, then cosine decay to `min_lr_ratio` x group LR."""
     warmup = max(1, int(round(total_steps * warmup_fraction)))
 
     def factor(step: int) -> float:
