@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from torchvision.transforms import v2
 
-from conftest import run_clis
+from conftest import CONF, run_clis
 from ftlab.data.sources import SyntheticSource
+from ftlab.eval import evaluate
 from ftlab.models.module import Classifier
 
 
@@ -122,3 +125,25 @@ def test_eval_reports_match_training_and_sklearn(smoke_run, tmp_path):
     assert mismatch.returncode == 2 and "Traceback" not in mismatch.stderr
     message = " ".join(mismatch.stderr.split())
     assert str(names) in message and str(["cat", "class_1", "dog"]) in message
+
+
+def test_eval_matches_classes_by_name_when_the_order_differs(smoke_run, tmp_path):
+    """A checkpoint listing its classes in another order than the folder's: labels are matched by name."""
+    checkpoint = torch.load(smoke_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    order = ["class_2", "class_0", "class_1"]  # the network's output j now means order[j]
+    checkpoint["ftlab"]["class_names"] = order
+    checkpoint["hyper_parameters"]["class_names"] = order
+    ckpt = tmp_path / "reordered.ckpt"
+    torch.save(checkpoint, ckpt)
+    files = _folder_of_synthetic_images(tmp_path / "images", ["class_0", "class_1", "class_2"])
+    overrides = [f"ckpt_path={ckpt}", "data=imagefolder", f"data.root={tmp_path / 'images'}", "split=all"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="eval", overrides=[*overrides, "data.num_workers=0"])
+    GlobalHydra.instance().clear()
+    report, _ = evaluate(cfg)
+    truth = np.array([order.index(f"class_{label}") for _, label in files])
+    predicted = _reference_predictions(ckpt, files)
+    assert report.class_names == order
+    assert report.confusion == confusion_matrix(truth, predicted, labels=[0, 1, 2]).tolist()
+    assert report.accuracy == pytest.approx(accuracy_score(truth, predicted))
