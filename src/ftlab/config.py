@@ -12,6 +12,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ftlab.errors import FtlabError, did_you_mean
+from ftlab.features.cache import CacheConfig
 
 
 def config_dir() -> Path:
@@ -52,7 +53,7 @@ class FinetuneSchema:
     no_decay_norm_bias: bool = True
 
 
-SCHEMAS: dict[str, type] = {"model": ModelSchema, "finetune": FinetuneSchema}
+SCHEMAS: dict[str, type] = {"model": ModelSchema, "finetune": FinetuneSchema, "features": CacheConfig}
 
 
 def checked(cfg: DictConfig, key: str) -> Any:

@@ -16,6 +16,7 @@ from ftlab import preflight
 from ftlab.config import checked, config_dir
 from ftlab.data import build_datamodule, build_source
 from ftlab.errors import FtlabError, report_errors
+from ftlab.features import FeatureCache
 from ftlab.finetune.schedule import FinetuneSchedule, build_phases
 from ftlab.models.module import Classifier
 from ftlab.summary import EpochSummary
@@ -34,9 +35,11 @@ def _optional(node: DictConfig | None) -> Any:
 
 def split_trainer_config(node: DictConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The Trainer's own arguments, and ftlab's `trainer.compile` option (None when off)."""
-    trainer_cfg = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(trainer_cfg, dict)
+    container = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(container, dict)
+    trainer_cfg = {str(k): v for k, v in container.items()}
     compile_cfg = trainer_cfg.pop("compile", False)
+    trainer_cfg.pop("channels_last", None)
     if not compile_cfg:
         return trainer_cfg, None
     return trainer_cfg, dict(compile_cfg) if isinstance(compile_cfg, dict) else {}
@@ -99,10 +102,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         scheduler=instantiate(scheduler_cfg) if "_target_" in scheduler_cfg else None,
         scheduler_interval=interval,
         scheduler_monitor=monitor,
+        channels_last=bool(cfg.trainer.get("channels_last", False)),
     )
     schedule = build_schedule(finetune_cfg, module.trainable_stage_names)
     datamodule = build_datamodule(cfg.data, source, module.preprocessing, seed=cfg.seed)
+    cache = FeatureCache(
+        checked(cfg, "features"), module, schedule, str(cfg.paths.data_dir), datamodule.augment
+    )
+    datamodule.attach_cache(cache)
     trainer_cfg, compile_cfg = split_trainer_config(cfg.trainer)
+    if cache.enabled:  # loaders follow the cache boundary, which moves when the schedule unfreezes
+        trainer_cfg["reload_dataloaders_every_n_epochs"] = 1
     if compile_cfg is not None:
         module.compile_stages(**compile_cfg)
     summary = EpochSummary()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -13,10 +15,29 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from ftlab.data import transforms
-from ftlab.data.sources import SOURCES, LabeledImages, Source
+from ftlab.data.sources import SOURCES, FileImages, LabeledImages, Source, TensorImages, load_rgb
 from ftlab.errors import FtlabError, did_you_mean
 from ftlab.models.backbones import Preprocessing
 from ftlab.reproducibility import EpochSampler
+
+if TYPE_CHECKING:
+    from ftlab.features.cache import FeatureCache
+
+
+class FileBatches:
+    """uint8 batches of image files cut to the crop size on the CPU (`files[a:b]`), for the feature cache."""
+
+    def __init__(self, paths: list[str], preprocessing: Preprocessing) -> None:
+        self.paths, self.preprocessing = paths, preprocessing
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, window: slice) -> torch.Tensor:
+        return torch.stack(
+            [transforms.resize_and_crop(load_rgb(p), self.preprocessing) for p in self.paths[window]]
+        )
+
 
 AUGMENTS = ("none", "hflip")
 PREPROCESS_ON = ("device", "cpu")
@@ -52,6 +73,7 @@ class ImageDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment, self.preprocess_on, self.seed = augment, preprocess_on, seed
+        self.cache: FeatureCache | None = None
         self.train_set: LabeledImages | None = None
         self.val_set: LabeledImages | None = None
 
@@ -81,12 +103,53 @@ class ImageDataModule(L.LightningDataModule):
             self.train_set.transform = self._cpu_transform(train=True)
             self.val_set.transform = self._cpu_transform(train=False)
 
-    def _current_epoch(self) -> int:
+    def current_epoch(self) -> int:
+        """The trainer's epoch (0 before fitting)."""
         return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def attach_cache(self, cache: FeatureCache | None) -> None:
+        """Serve cached frozen-prefix features instead of images whenever the cache can."""
+        self.cache = cache
+
+    def _split_set(self, split: str) -> LabeledImages:
+        dataset = self.train_set if split == "train" else self.val_set
+        assert dataset is not None, "call setup() first"
+        return dataset
+
+    def raw_images(self, split: str) -> torch.Tensor | FileBatches:
+        """The split's images before augmentation, sliceable into uint8 batches."""
+        dataset = self._split_set(split)
+        if isinstance(dataset, TensorImages):
+            return dataset.images
+        assert isinstance(dataset, FileImages)
+        return FileBatches(dataset.paths, self.preprocessing)
+
+    def raw_labels(self, split: str) -> torch.Tensor:
+        return torch.as_tensor(self._split_set(split).labels, dtype=torch.long)
+
+    def fingerprint(self, split: str) -> str:
+        """A digest of the split's content (pixels, or file paths, sizes and times) and labels."""
+        dataset = self._split_set(split)
+        digest = hashlib.sha1(self.raw_labels(split).numpy().tobytes())
+        if isinstance(dataset, TensorImages):
+            digest.update(dataset.images.contiguous().numpy().tobytes())
+        else:
+            for path in dataset.paths:  # type: ignore[attr-defined]
+                stat = Path(path).stat()
+                digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()
+
+    def cpu_side(self, images: torch.Tensor) -> torch.Tensor:
+        """The deterministic CPU steps of the pipeline (no augmentation) applied to a uint8 batch."""
+        if self.preprocess_on == "cpu":
+            return transforms.preprocess(images, self.preprocessing)
+        if not self.geometry_on_device:
+            return transforms.resize_and_crop(images, self.preprocessing)
+        return images
 
     def _loader(self, dataset: LabeledImages | None, shuffle: bool) -> DataLoader:
         assert dataset is not None, "call setup() first"
-        sampler = EpochSampler(len(dataset), self.seed, self._current_epoch) if shuffle else None
+        sampler = EpochSampler(len(dataset), self.seed, self.current_epoch) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -97,10 +160,12 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        cached = self.cache.loader("train", self, self.current_epoch()) if self.cache else None
+        return cached or self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        cached = self.cache.loader("val", self, self.current_epoch()) if self.cache else None
+        return cached or self._loader(self.val_set, shuffle=False)
 
     def device_transform(self, images: torch.Tensor) -> torch.Tensor:
         """What runs on the device after transfer: resize/crop if still needed, then normalise."""
@@ -110,8 +175,18 @@ class ImageDataModule(L.LightningDataModule):
             return transforms.preprocess(images, self.preprocessing)
         return transforms.normalize(images, self.preprocessing)
 
+    def _serving_features(self) -> bool:
+        """The batches in flight are cached features, not images."""
+        if self.cache is None or self.trainer is None:
+            return False
+        split = "train" if self.trainer.training else "val"
+        input_stage: dict[str, int] = getattr(self.trainer.lightning_module, "input_stage", {})
+        return bool(input_stage.get(split, 0))
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
+        if self._serving_features():
+            return images.float(), labels
         return self.device_transform(images), labels
 
 

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 from ftlab.errors import FtlabError, did_you_mean
@@ -124,6 +123,8 @@ def stratified_subset(labels: np.ndarray, size: int | None, seed: int, what: str
             f"{what}: cannot draw a stratified sample of {size} from class counts "
             f"{counts.tolist()}; every class needs at least 2 images and one place in the sample."
         )
+    from sklearn.model_selection import train_test_split  # imported here: heavy, and only splits need it
+
     chosen, _ = train_test_split(indices, train_size=size, stratify=labels, random_state=seed)
     return np.sort(chosen)
 
@@ -400,6 +401,8 @@ class ImageFolderSource:
                     "split into train and val (2 needed); add images or set data.val_root."
                 )
             idx = np.arange(len(labels))
+            from sklearn.model_selection import train_test_split
+
             try:
                 tr, va = train_test_split(
                     idx, test_size=self.val_fraction, stratify=labels, random_state=self.seed

@@ -7,6 +7,7 @@ module modes); the optimizer already holds every stage's parameter group, so it 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,12 @@ def build_phases(
     )
 
 
+def _batches_per_epoch(trainer: L.Trainer) -> float:
+    """Training batches per epoch; unknown-length loaders count as infinitely long (progress 0)."""
+    count = float(trainer.num_training_batches)
+    return max(1.0, count) if math.isfinite(count) else math.inf
+
+
 class FinetuneSchedule(Callback):
     """Applies the phase of each epoch: `requires_grad`, train/eval modes (BatchNorm policy), LR factors.
 
@@ -191,7 +198,7 @@ class FinetuneSchedule(Callback):
         pl_module.log("finetune/phase", float(self.phase_index(epoch)), on_epoch=True, on_step=False)
         pl_module.log("finetune/trainable_params", float(trainable_params), on_epoch=True, on_step=False)
         if trainer.optimizers:
-            first = 1.0 / max(1, int(trainer.num_training_batches))
+            first = 1.0 / _batches_per_epoch(trainer)
             seen: set[str] = set()
             for group in trainer.optimizers[0].param_groups:
                 stage = group.get("stage")
@@ -204,7 +211,7 @@ class FinetuneSchedule(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        progress = (batch_idx + 1) / max(1, int(trainer.num_training_batches))
+        progress = (batch_idx + 1) / _batches_per_epoch(trainer)
         stages = list(pl_module.stages) + [HEAD]  # type: ignore[arg-type]
         factors = {s: self.lr_factor(s, trainer.current_epoch, progress) for s in stages}
         pl_module.lr_factors = factors  # type: ignore[assignment]

@@ -46,6 +46,7 @@ class Classifier(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -59,6 +60,7 @@ class Classifier(L.LightningModule):
         object.__setattr__(self, "stages", stages)  # views of self.net's modules: not registered twice
         object.__setattr__(self, "_head", head)
         self.lr_factors: dict[str, float] = {}
+        self.input_stage: dict[str, int] = {"train": 0, "val": 0}  # >0: batches are cached stage outputs
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.criterion = nn.CrossEntropyLoss()
         num_classes = len(class_names)
@@ -86,16 +88,23 @@ class Classifier(L.LightningModule):
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
         object.__setattr__(self, "_compiled", torch.compile(self._run_network, backend=backend, mode=mode))
 
-    def _run_network(self, images: torch.Tensor) -> torch.Tensor:
-        return run_stages(self.stages, self.head, images)
+    def _run_network(self, images: torch.Tensor, start: int = 0) -> torch.Tensor:
+        return run_stages(self.stages, self.head, images, start)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def on_fit_start(self) -> None:
+        if self.hparams.get("channels_last"):
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Logits for preprocessed images, or for stage outputs when `start` > 0 (cached features)."""
+        if images.ndim == 4 and self.hparams.get("channels_last"):
+            images = images.contiguous(memory_format=torch.channels_last)
         compiled = self.__dict__.get("_compiled")
-        return compiled(images) if compiled is not None else self._run_network(images)
+        return compiled(images, start) if compiled is not None else self._run_network(images, start)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
+        logits = self(images, self.input_stage.get(stage, 0))
         loss = self.criterion(logits, labels)
         acc = self.train_acc if stage == "train" else self.val_acc
         acc(logits, labels)
