@@ -152,8 +152,8 @@ def _trainer(s: Settings, callbacks: list[Callback], **kwargs: Any) -> L.Trainer
     return L.Trainer(
         accelerator=s.device,
         devices=1,
-        precision=s.precision,
-        logger=False,  # type: ignore[arg-type]
+        precision=s.precision,  # type: ignore[arg-type]
+        logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
