@@ -45,6 +45,10 @@ lint: install
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
 
+# Throughput vs a hand-written loop, feature cache, preprocessing; `make bench ARGS=--quick` for < 3 min on CPU.
+bench: install
+	$(PY) -m ftlab.bench --json bench.json $(ARGS)
+
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs
 
