@@ -109,12 +109,12 @@ def _tensorboard_curves(folder: Path) -> tuple[dict[str, dict[int, float]], floa
                 continue
             for index, event in enumerate(events.Scalars(tag)):
                 curves[tag][epoch_at.get(event.step, index + 1)] = float(event.value)
-                last = max(last or event.wall_time, event.wall_time)
+                last = event.wall_time if last is None else max(last, event.wall_time)
         try:
             start = events.FirstEventTimestamp()
         except ValueError:  # an empty event file
             continue
-        first = min(first or start, start)
+        first = start if first is None else min(first, start)
     wall = last - first if first is not None and last is not None else None
     return curves, wall
 
