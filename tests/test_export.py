@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from conftest import run_clis
+from ftlab.errors import FtlabError
+from ftlab.export import ExportOptions, export
 from ftlab.models.module import Classifier
 
 
@@ -17,18 +19,18 @@ from ftlab.models.module import Classifier
 def test_export_onnx_and_torchscript_match_the_checkpoint(smoke_run, tmp_path):
     ckpt = smoke_run / "checkpoints" / "best.ckpt"
     record = torch.load(ckpt, map_location="cpu", weights_only=False)["ftlab"]
-    onnx_run, script_run, bad_format = run_clis(
+    onnx_run, script_run = run_clis(
         [
             ("ftlab.export", [f"ckpt_path={ckpt}", "format=onnx", f"output={tmp_path / 'model.onnx'}"]),
             ("ftlab.export", [f"ckpt_path={ckpt}", "format=torchscript"]),  # default: next to the checkpoint
-            ("ftlab.export", [f"ckpt_path={ckpt}", "format=tflite"]),
         ],
         cwd=tmp_path,
     )
     assert onnx_run.returncode == 0, onnx_run.stderr[-3000:]
     assert script_run.returncode == 0, script_run.stderr[-3000:]
     assert "checked against the checkpoint" in onnx_run.stdout and "checked" in script_run.stdout
-    assert bad_format.returncode == 2 and "onnx, torchscript" in bad_format.stderr
+    with pytest.raises(FtlabError, match="format='tflite': use one of onnx, torchscript"):
+        export(ExportOptions(ckpt_path=str(ckpt), format="tflite"))
 
     crop = record["preprocessing"]["crop_size"]
     model = Classifier.load_from_checkpoint(ckpt, map_location="cpu", weights=None).eval()

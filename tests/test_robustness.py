@@ -22,11 +22,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
-from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY, offline_env, run_cli, run_clis
+from conftest import CONF, TINY, offline_env, run_cli, run_clis
 from ftlab.checkpoint_io import AtomicCheckpointIO
 from ftlab.data import build_source
 from ftlab.data.sources import ImageFolderSource, load_rgb
@@ -321,9 +320,7 @@ def test_unreadable_file_names_the_path(tmp_path):
 
 
 def test_config_errors_are_one_paragraph_with_close_matches(tmp_path):
-    _write_images(tmp_path / "imgs", {"a": 3, "b": 3})
     base = ["+experiment=smoke", f"paths.log_dir={tmp_path / 'logs'}"]
-    folder = ["data=imagefolder", f"data.root={tmp_path / 'imgs'}"]
     missing = tmp_path / "no_such_folder"
     cases = [  # (overrides, exit status, expected text)
         (
@@ -333,30 +330,42 @@ def test_config_errors_are_one_paragraph_with_close_matches(tmp_path):
         ),
         (["data=cifar100"], 1, "Could not find 'data/cifar100'"),  # Hydra, listing the sources
         (["foo=1"], 1, "Key 'foo' is not in struct"),  # Hydra: unknown key, suggests +foo=1
-        ([*folder, "data.val_fraction=abc"], 2, "data.val_fraction='abc' has the wrong type: expected float"),
     ]
     calls = [("ftlab.train", [*base, *overrides]) for overrides, _, _ in cases]
     missing_root = ("ftlab.train", [*base, "data=imagefolder", f"data.root={missing}"])
     envs = [None] * len(cases) + [None, offline_env(HYDRA_FULL_ERROR="1")]
-    results = run_clis([*calls, missing_root, missing_root], cwd=tmp_path, envs=envs)
-    for (overrides, status, text), result in zip(cases, results[: len(cases)], strict=True):
+    *results, missing_result, full_result = run_clis([*calls, missing_root, missing_root], tmp_path, envs)
+    for (overrides, status, text), result in zip(cases, results, strict=True):
         assert result.returncode == status, (overrides, result.stderr[-2000:])
         assert "Traceback" not in result.stderr, (overrides, result.stderr[-2000:])
         assert text in " ".join(result.stderr.split()), (overrides, result.stderr)
         assert len(result.stderr.strip().splitlines()) <= 15, result.stderr
     assert all(name in results[1].stderr for name in ("cifar10", "imagefolder", "synthetic"))
     assert "+foo=1" in results[2].stderr
-    assert results[4].returncode == 2
-    assert f"data.root='{missing}' is not a folder" in _one_paragraph(results[4].stderr)
-    full = results[5].stderr  # HYDRA_FULL_ERROR=1: the traceback, ending in the same message
+    assert missing_result.returncode == 2
+    assert f"data.root='{missing}' is not a folder" in _one_paragraph(missing_result.stderr)
+    full = full_result.stderr  # HYDRA_FULL_ERROR=1: the traceback, ending in the same message
     assert "Traceback" in full and "FtlabError" in full and str(missing) in full
 
 
-def test_unknown_weights_and_data_key_suggest_close_matches(compose_cfg):
+def test_close_matches_and_wrong_types_in_process(compose_cfg, tmp_path):
     with pytest.raises(FtlabError, match=r"Did you mean: IMAGENET1K_V1"):
         resolve_weights("resnet18", "IMAGENET1K_V9")
     cfg = compose_cfg(["data=synthetic", "+data.trian_size=5"])
     with pytest.raises(FtlabError, match=r"data.trian_size.*Did you mean: train_size"):
+        build_source(cfg.data, 0)
+    _write_images(tmp_path / "imgs", {"a": 3, "b": 3})
+    cfg = compose_cfg(["data=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.val_fraction=abc"])
+    with pytest.raises(
+        FtlabError, match=r"data.val_fraction='abc' has the wrong type: expected float, got str"
+    ):
+        build_source(cfg.data, 0)
+    cfg = compose_cfg(
+        ["data=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.skip_bad_images=sometimes"]
+    )
+    with pytest.raises(
+        FtlabError, match=r"data.skip_bad_images='sometimes' has the wrong type: expected bool"
+    ):
         build_source(cfg.data, 0)
 
 
@@ -461,13 +470,11 @@ def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
         _ckpt(naive)
 
 
-def test_training_checkpoints_go_through_the_atomic_plugin(compose_cfg):
-    cfg = compose_cfg(["+experiment=smoke", *TINY])
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(trainer_cfg, dict)
-    trainer_cfg.pop("compile", None)  # an ftlab option train.py takes out
-    trainer = instantiate(trainer_cfg, logger=False)
-    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+@pytest.mark.parametrize("preset", sorted(f.stem for f in (CONF / "trainer").glob("*.yaml")))
+def test_every_trainer_preset_saves_through_the_atomic_plugin(compose_cfg, preset):
+    cfg = compose_cfg(["+experiment=smoke", f"trainer={preset}"])
+    plugins = instantiate(cfg.trainer.plugins)
+    assert [type(p) for p in plugins] == [AtomicCheckpointIO]
 
 
 @pytest.mark.slow
