@@ -25,7 +25,7 @@ from ftlab.models.module import Classifier
 
 def _best_val_acc(ckpt: Path) -> float:
     callbacks = torch.load(ckpt, map_location="cpu", weights_only=False)["callbacks"]
-    state = next(v for k, v in callbacks.items() if k.startswith("ModelCheckpoint"))
+    state = next(v for k, v in callbacks.items() if "'monitor': 'val/acc'" in k)
     return float(state["best_model_score"])
 
 

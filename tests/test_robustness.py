@@ -22,6 +22,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.demos.boring_classes import BoringModel
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -468,6 +469,49 @@ def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(Exception):  # noqa: B017 (any unpickling error)
         _ckpt(naive)
+
+
+def test_file_size_limit_during_save_keeps_the_previous_file(tmp_path):
+    """A real OS write error (EFBIG from RLIMIT_FSIZE) half-way through torch.save's zip writer."""
+    resource = pytest.importorskip("resource")
+    path = tmp_path / "last.ckpt"
+    io_plugin = AtomicCheckpointIO()
+    io_plugin.save_checkpoint({"epoch": 1}, path)
+    limit, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**16, limit[1]))
+    try:
+        with pytest.raises(FtlabError, match=r"File too large.*Nothing was replaced"):
+            io_plugin.save_checkpoint({"epoch": 2, "w": torch.zeros(100_000)}, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert os.listdir(tmp_path) == ["last.ckpt"] and _ckpt(path)["epoch"] == 1
+
+
+class _ConstantAccuracy(BoringModel):
+    """Validation accuracy that never improves: only the first epoch is ever the best."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        self.log("val/acc", 0.5)
+        return super().validation_step(batch, batch_idx)
+
+
+def test_last_ckpt_is_written_every_epoch_not_only_on_improvement(compose_cfg, tmp_path):
+    cfg = compose_cfg(["+experiment=smoke"])
+    callbacks = [instantiate(cfg.callbacks[k]) for k in ("model_checkpoint", "last_checkpoint")]
+    trainer = L.Trainer(
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(_ConstantAccuracy())
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    assert _ckpt(checkpoints / "best.ckpt")["global_step"] == 2  # epoch 1, never beaten
+    assert _ckpt(checkpoints / "last.ckpt")["global_step"] == 6  # epoch 3: what resume=last must find
 
 
 @pytest.mark.parametrize("preset", sorted(f.stem for f in (CONF / "trainer").glob("*.yaml")))

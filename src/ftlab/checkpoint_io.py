@@ -32,14 +32,45 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+class _RecordingFile:
+    """A binary file that remembers the first OSError of its writes.
+
+    torch.save's zip writer reports a failed write (disk full, file too large) as a RuntimeError without the
+    reason; the recorded OSError gives it back.
+    """
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write `path` with `write(file)` through a temporary file in the same folder, fsync, then rename."""
+    """Write `path` with `write(file)` through a temporary file in the same folder, fsync, then rename.
+
+    A failed write raises OSError (with the operating system's reason) and leaves `path` as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "xb") as f:
-            write(f)
+            recorder = _RecordingFile(f)
+            try:
+                write(recorder)  # type: ignore[arg-type]
+            except Exception as err:
+                if recorder.error is not None and not isinstance(err, OSError):
+                    raise recorder.error from err
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
