@@ -107,7 +107,7 @@ def test_full_training_and_bn_train_are_never_cached():
 
 def test_over_budget_goes_to_disk_or_is_skipped_with_a_log(tmp_path, caplog):
     with caplog.at_level("INFO", logger="ftlab.features.cache"):
-        _, record, _ = _run("auto", "linear_probe", "none", epochs=1, tmp_path=tmp_path, budget_gb=1e-9)
+        _, record, _ = _run("auto", "linear_probe", "none", epochs=2, tmp_path=tmp_path, budget_gb=1e-9)
     assert record.cached_batches == len(record.losses)
     assert len(list((tmp_path / ".ftlab_features").glob("*.pt"))) == 2  # over the memory budget: disk
     caplog.clear()
@@ -116,11 +116,22 @@ def test_over_budget_goes_to_disk_or_is_skipped_with_a_log(tmp_path, caplog):
             "auto",
             "custom",
             "none",
-            epochs=2,
+            epochs=3,
             tmp_path=tmp_path / "b",
             budget_gb=1e-9,
             phases=[{"at_epoch": 0, "trainable": "all"}, {"at_epoch": 1, "trainable": "top-1"}],
         )
     # After the prefix trained (epoch 0), its activations are run-specific: no disk, over budget, no cache.
     assert record.cached_batches == 0
-    assert "not cached" in caplog.text
+    assert "over features.max_memory_gb" in caplog.text
+
+
+def test_auto_skips_a_cache_that_would_not_pay_off(caplog):
+    """A boundary that lasts one epoch: building the cache would cost what it saves."""
+    with caplog.at_level("INFO", logger="ftlab.features.cache"):
+        _, record, _ = _run("auto", "freeze_unfreeze", "hflip", epochs=2, unfreeze_at_epoch=1)
+    assert record.cached_batches == 0
+    assert "costs as much as" in caplog.text
+    with caplog.at_level("INFO", logger="ftlab.features.cache"):
+        _, record, _ = _run("auto", "freeze_unfreeze", "hflip", epochs=3, unfreeze_at_epoch=3)
+    assert record.cached_batches == 3 * 4  # 3 frozen epochs x 4 batches: two views pay off over 3 epochs

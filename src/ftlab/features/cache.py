@@ -78,6 +78,7 @@ class FeatureCache:
         self.root = Path(config.dir or Path(data_dir) / ".ftlab_features")
         self.entries: dict[str, _Entry] = {}
         self.disabled_reason: str | None = "features.cache=off" if config.cache == "off" else None
+        self._skipped: set[tuple[str, int]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -95,6 +96,25 @@ class FeatureCache:
                 break
             count += 1
         return count
+
+    def _epochs_at_boundary(self, boundary: int, epoch: int, datamodule: Any) -> int:
+        """Epochs from `epoch` on (until the run's last) whose cache boundary is this one."""
+        trainer = getattr(datamodule, "trainer", None)
+        last = getattr(trainer, "max_epochs", None)
+        if last is None or last < 0:
+            return 1_000_000  # open-ended run: assume it pays
+        count = 0
+        for e in range(epoch, last):
+            if self.boundary(e) != boundary:
+                break
+            count += 1
+        return count
+
+    def _on_disk(self, split: str, datamodule: Any, boundary: int, views: int, epoch: int) -> bool:
+        """A reusable disk entry exists already (then loading it is cheaper than computing)."""
+        if not self._prefix_untouched(epoch, boundary):
+            return False
+        return (self.root / (self._key(split, datamodule, boundary, views) + ".pt")).is_file()
 
     def views(self, split: str) -> int | None:
         """How many views of each image to cache for a split, or None when it cannot be cached."""
@@ -124,6 +144,23 @@ class FeatureCache:
         entry = self.entries.get(split)
         if entry is not None and self._valid(entry, boundary, epoch):
             return entry.dataset
+        epochs_left = self._epochs_at_boundary(boundary, epoch, datamodule)
+        if (
+            self.config.cache == "auto"
+            and epochs_left <= views
+            and not self._on_disk(split, datamodule, boundary, views, epoch)
+        ):
+            if (split, boundary) not in self._skipped:
+                self._skipped.add((split, boundary))
+                log.info(
+                    "feature cache: %s not cached at stage %d: building %d view(s) costs as much as the "
+                    "%d epoch(s) it would serve",
+                    split,
+                    boundary,
+                    views,
+                    epochs_left,
+                )
+            return None
         dataset = self._build(split, datamodule, boundary, views, epoch)
         if dataset is not None:
             self.entries[split] = _Entry(boundary, epoch, dataset)
