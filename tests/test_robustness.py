@@ -320,10 +320,16 @@ def test_unreadable_file_names_the_path(tmp_path):
 # ---------------------------------------------------------------- config errors through the CLI
 
 
-def test_config_errors_are_one_paragraph_with_close_matches(tmp_path):
+def test_config_errors_are_one_paragraph_with_close_matches(tmp_path, smoke_run):
     base = ["+experiment=smoke", f"paths.log_dir={tmp_path / 'logs'}"]
     missing = tmp_path / "no_such_folder"
+    ckpt = smoke_run / "checkpoints" / "best.ckpt"  # trained on class_0, class_1, class_2
     cases = [  # (overrides, exit status, expected text)
+        (  # resuming from a checkpoint whose classes differ from the data's
+            [f"ckpt_path={ckpt}", "+data.classes=[cat,dog,bird]"],
+            2,
+            "trained on the classes ['class_0', 'class_1', 'class_2']; the data has ['cat', 'dog', 'bird']",
+        ),
         (
             ["model.backbone=resnet181"],
             2,
@@ -341,8 +347,8 @@ def test_config_errors_are_one_paragraph_with_close_matches(tmp_path):
         assert "Traceback" not in result.stderr, (overrides, result.stderr[-2000:])
         assert text in " ".join(result.stderr.split()), (overrides, result.stderr)
         assert len(result.stderr.strip().splitlines()) <= 15, result.stderr
-    assert all(name in results[1].stderr for name in ("cifar10", "imagefolder", "synthetic"))
-    assert "+foo=1" in results[2].stderr
+    assert all(name in results[2].stderr for name in ("cifar10", "imagefolder", "synthetic"))
+    assert "+foo=1" in results[3].stderr
     assert missing_result.returncode == 2
     assert f"data.root='{missing}' is not a folder" in _one_paragraph(missing_result.stderr)
     full = full_result.stderr  # HYDRA_FULL_ERROR=1: the traceback, ending in the same message

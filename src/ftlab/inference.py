@@ -121,3 +121,15 @@ def class_mismatch(
         "data with the classes the model was trained on (for data=cifar10 set data.classes, for "
         "data=imagefolder one sub-folder per class)."
     )
+
+
+def require_same_classes(ckpt_path: str | Path, data_classes: list[str]) -> None:
+    """Stop before resuming training from a checkpoint whose head was trained on other classes (or order)."""
+    record = read_record(ckpt_path)
+    trained = list(record["class_names"])
+    if trained != list(data_classes):
+        raise FtlabError(
+            f"ckpt_path={str(ckpt_path)!r} was trained on the classes {trained}; the data has "
+            f"{data_classes}. Resuming needs the same classes in the same order (label i is output i): "
+            "use the data the run was trained on, or start a new run without ckpt_path/resume."
+        )

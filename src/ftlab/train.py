@@ -18,6 +18,7 @@ from ftlab.data import build_datamodule, build_source
 from ftlab.errors import FtlabError, report_errors
 from ftlab.features import FeatureCache
 from ftlab.finetune.schedule import FinetuneSchedule, build_phases
+from ftlab.inference import require_same_classes
 from ftlab.models.module import Classifier
 from ftlab.summary import EpochSummary
 
@@ -83,6 +84,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     model_cfg, finetune_cfg = checked(cfg, "model"), checked(cfg, "finetune")
     ckpt_path = resolve_ckpt_path(cfg)
     source = build_source(cfg.data, cfg.seed)
+    if ckpt_path:
+        require_same_classes(ckpt_path, source.classes)
     preflight.check(source, model_cfg.backbone, model_cfg.weights)
     L.seed_everything(cfg.seed, workers=True)
 
