@@ -260,7 +260,7 @@ def render(runs: Sequence[Run], fmt: str = "markdown", target: float = DEFAULT_T
         "best_val_acc": "best val/acc",
         "best_epoch": "best epoch",
         "final_val_loss": "final val/loss",
-        "epochs_to_target": f"epochs to {target:g}",
+        "epochs_to_target": f"epochs to {target:.4g}",
         "wall_time_s": "wall time (s)",
     }
     for row in rows:  # seconds to a tenth, not four places
@@ -289,7 +289,7 @@ def epoch_table(runs: Sequence[Run], target: float | None = None, group_by: str 
     epochs = sorted({epoch for _, curve in columns for epoch in curve})
     rows: list[list[Any]] = [[epoch, *(curve.get(epoch) for _, curve in columns)] for epoch in epochs]
     if target is not None:
-        rows.append([f"epochs to {target:.4f}", *(epochs_to(curve, target) for _, curve in columns)])
+        rows.append([f"epochs to {target:.4g}", *(epochs_to(curve, target) for _, curve in columns)])
     return markdown_table(["epoch", *(name for name, _ in columns)], rows)
 
 
