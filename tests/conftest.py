@@ -184,3 +184,16 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (root / "logs" / "smoke").iterdir()
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sweep folder of a 3-trial `hparams_search=optuna` multirun of tiny freeze_unfreeze smoke runs
+    (CLI, offline), shared by the sweep and TensorBoard-review tests."""
+    root = tmp_path_factory.mktemp("optuna_sweep")
+    args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "+experiment=smoke"]
+    args += ["finetune=freeze_unfreeze", *TINY, "trainer.max_epochs=1", "debug=fast"]
+    result = run_cli("ftlab.train", [*args, f"paths.log_dir={root / 'logs'}"], cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (root / "logs" / "smoke" / "multirun").iterdir()
+    return sweep
