@@ -1,0 +1,203 @@
+"""TensorBoard review of a run: a confusion matrix and per-class accuracy each validation epoch, a grid of the
+worst misclassified validation images and the HParams entry (hyperparameters with final metrics) at the end.
+
+The callback reads the logits of the module's own validation forward pass (a forward hook), so it adds no
+extra pass, and it works whether the validation batches are images or cached frozen-prefix features: the grid
+is drawn from the datamodule's raw validation images, located by their position in the unshuffled loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.nn import functional as F
+from torch.utils.hooks import RemovableHandle
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.utils import make_grid
+
+CONFUSION_TAG = "val/confusion_matrix"
+CLASS_ACC_PREFIX = "val/class_acc/"
+WORST_TAG = "val/worst_misclassified"
+HPARAM_METRICS = {
+    "val/acc": "hparams/val_acc",
+    "val/loss": "hparams/val_loss",
+    "train/acc": "hparams/train_acc",
+}
+
+
+def confusion_figure_image(matrix: torch.Tensor, class_names: list[str]) -> np.ndarray:
+    """The confusion matrix (rows: true class, columns: predicted) with counts, as an RGB uint8 array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    counts = matrix.cpu().numpy()
+    n = len(class_names)
+    side = min(2.5 + 0.45 * n, 12.0)
+    figure = Figure(figsize=(side, side), dpi=80)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.imshow(counts, cmap="Blues")
+    axes.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true")
+    axes.set_xticklabels(class_names, rotation=45, ha="right")
+    axes.set_yticklabels(class_names)
+    if n <= 20:
+        threshold = counts.max() / 2 if counts.size else 0
+        for (row, col), value in np.ndenumerate(counts):
+            colour = "white" if value > threshold else "black"
+            axes.text(col, row, str(int(value)), ha="center", va="center", color=colour, fontsize=8)
+    figure.tight_layout()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
+    """Recall of each class (correct / seen) from a confusion matrix; NaN for a class with no samples."""
+    seen = matrix.sum(dim=1).float()
+    return matrix.diagonal().float() / seen.where(seen > 0, torch.tensor(float("nan"), device=seen.device))
+
+
+class TensorBoardReview(Callback):
+    """Confusion matrix + per-class accuracy per val epoch; worst-misclassified grid + HParams at the end.
+
+    Args:
+        hparams: what the HParams tab compares (the run's Hydra overrides are added to it).
+        worst_k: number of misclassified validation images in the final grid (0: no grid).
+        min_tile: images smaller than this side are upscaled (nearest) in the grid, so CIFAR stays readable.
+    """
+
+    def __init__(
+        self, hparams: Mapping[str, Any] | None = None, worst_k: int = 16, min_tile: int = 64
+    ) -> None:
+        super().__init__()
+        if isinstance(hparams, DictConfig):
+            hparams = OmegaConf.to_container(hparams, resolve=True)  # type: ignore[assignment]
+        self.hparams = dict(hparams or {})
+        self.worst_k, self.min_tile = worst_k, min_tile
+        self.confusion: MulticlassConfusionMatrix | None = None
+        self._hook: RemovableHandle | None = None
+        self._logits: torch.Tensor | None = None
+        self._offset = 0
+        self._wrong: list[torch.Tensor] = []  # rows of (index, true, predicted, true-class probability)
+        self.worst: torch.Tensor = torch.empty(0, 4)  # the last validation epoch's worst rows
+
+    # -- collecting ----------------------------------------------------------------------------------------
+
+    def _capture(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+        self._logits = output.detach()
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if self.confusion is None:
+            self.confusion = MulticlassConfusionMatrix(len(pl_module.class_names))  # type: ignore[arg-type]
+        self.confusion = self.confusion.to(pl_module.device)
+        self.confusion.reset()
+        self._offset, self._wrong, self._logits = 0, [], None
+        self._hook = pl_module.register_forward_hook(self._capture)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._hook is None or self._logits is None or self.confusion is None:
+            return
+        logits, labels = self._logits.float(), batch[1]
+        self._logits = None
+        preds = logits.argmax(dim=1)
+        self.confusion.update(preds, labels)
+        index = torch.arange(self._offset, self._offset + len(labels), device=labels.device)
+        self._offset += len(labels)
+        wrong = preds != labels
+        if self.worst_k and wrong.any():
+            true_prob = logits.softmax(dim=1).gather(1, labels[:, None])[:, 0]
+            rows = torch.stack([index, labels, preds, true_prob], dim=1)[wrong].cpu()
+            self._wrong.append(rows.float())
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._hook is None or self.confusion is None:
+            return
+        self._hook.remove()
+        self._hook = None
+        matrix = self.confusion.compute()  # summed over ranks under DDP
+        names: list[str] = list(pl_module.class_names)  # type: ignore[arg-type]
+        for name, value in zip(names, per_class_accuracy(matrix).tolist(), strict=True):
+            if value == value:  # not NaN: the class had validation samples
+                pl_module.log(f"{CLASS_ACC_PREFIX}{name}", value, on_epoch=True)
+        wrong = torch.cat(self._wrong) if self._wrong else torch.empty(0, 4)
+        self.worst = wrong[wrong[:, 3].argsort()[: self.worst_k]]
+        logger = _tensorboard(trainer)
+        if logger is not None and trainer.is_global_zero:
+            image = confusion_figure_image(matrix, names)
+            logger.experiment.add_image(CONFUSION_TAG, image, trainer.global_step, dataformats="HWC")
+
+    # -- at the end ----------------------------------------------------------------------------------------
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = _tensorboard(trainer)
+        if logger is None or not trainer.is_global_zero:
+            return
+        self._log_worst(trainer, logger, list(pl_module.class_names))  # type: ignore[arg-type]
+        logger.log_hyperparams(self.params(), self.final_metrics(trainer))
+
+    def _log_worst(self, trainer: L.Trainer, logger: TensorBoardLogger, names: list[str]) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if not len(self.worst) or datamodule is None or not hasattr(datamodule, "raw_images"):
+            return
+        if trainer.world_size > 1:  # a rank sees a strided share of the val set: positions are not indices
+            return
+        images, labels = datamodule.raw_images("val"), datamodule.raw_labels("val")
+        tiles, lines = [], ["| tile | val index | true | predicted | p(true) |", "|---:|---:|---|---|---:|"]
+        for index, true, pred, prob in self.worst.tolist():
+            i = int(index)
+            if i >= len(labels) or int(labels[i]) != int(true):  # loader order differs: never mislabel a tile
+                continue
+            tile = images[i : i + 1]
+            if tile.shape[-1] < self.min_tile:
+                tile = F.interpolate(
+                    tile.float(), scale_factor=self.min_tile / tile.shape[-1], mode="nearest"
+                )
+            tiles.append(tile[0].to(torch.uint8))
+            lines.append(f"| {len(tiles) - 1} | {i} | {names[int(true)]} | {names[int(pred)]} | {prob:.3f} |")
+        if not tiles:
+            return
+        grid = make_grid(torch.stack(tiles), nrow=min(8, len(tiles)), padding=2, pad_value=255)
+        logger.experiment.add_image(WORST_TAG, grid, trainer.global_step)
+        logger.experiment.add_text(WORST_TAG, "\n".join(lines), trainer.global_step)
+
+    def params(self) -> dict[str, Any]:
+        """The configured hparams plus this run's command-line overrides (what differs between sweep jobs)."""
+        from hydra.core.hydra_config import HydraConfig
+
+        params = dict(self.hparams)
+        if HydraConfig.initialized():
+            for override in HydraConfig.get().overrides.task:
+                key, _, value = str(override).partition("=")
+                params[key.lstrip("+~")] = value
+        return params
+
+    @staticmethod
+    def final_metrics(trainer: L.Trainer) -> dict[str, float]:
+        """Last-epoch metrics and the best val accuracy, named hparams/* so no curve gets a stray point."""
+        logged = trainer.callback_metrics
+        metrics = {name: float(logged[key]) for key, name in HPARAM_METRICS.items() if key in logged}
+        checkpoint = trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_score", None)
+        if best is not None and getattr(checkpoint, "monitor", None) == "val/acc":
+            metrics["hparams/best_val_acc"] = float(best)
+        return metrics
+
+
+def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
