@@ -98,3 +98,8 @@ def test_unknown_cifar_class_suggests(compose_cfg):
     cfg = compose_cfg(["data.classes=[cat,dgo]"])
     with pytest.raises(FtlabError, match=r"'dgo'.*dog"):
         build_source(cfg.data, 0)
+
+
+def test_ftlab_keys_may_interpolate_other_parts_of_the_config(compose_cfg):
+    cfg = compose_cfg(["+experiment=smoke", "+arm_lr_mult=0.25", "finetune.backbone_lr_mult=${arm_lr_mult}"])
+    assert checked(cfg, "finetune").backbone_lr_mult == 0.25

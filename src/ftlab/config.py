@@ -56,11 +56,17 @@ class FinetuneSchema:
 SCHEMAS: dict[str, type] = {"model": ModelSchema, "finetune": FinetuneSchema, "features": CacheConfig}
 
 
+def _resolved(cfg: DictConfig, key: str) -> Any:
+    """`cfg[key]` with interpolations resolved in the context of the whole config."""
+    node = cfg[key]
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
 def checked(cfg: DictConfig, key: str) -> Any:
     """`cfg[key]` merged onto its schema: unknown keys and wrong types become one clear error."""
     schema = SCHEMAS[key]
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[key]))
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), _resolved(cfg, key)))
     except ConfigKeyError as err:
         bad = str(getattr(err, "key", "") or "")
         fields = [f.name for f in dataclasses.fields(schema)]
