@@ -89,8 +89,10 @@ class TensorBoardReview(Callback):
 
     # -- collecting ----------------------------------------------------------------------------------------
 
-    def _capture(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
-        self._logits = output.detach()
+    def _capture(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        # Under DDP, Lightning routes validation_step itself through the module's __call__ (output None)
+        if isinstance(output, torch.Tensor):
+            self._logits = output.detach()
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
