@@ -103,3 +103,18 @@ def test_unknown_cifar_class_suggests(compose_cfg):
 def test_ftlab_keys_may_interpolate_other_parts_of_the_config(compose_cfg):
     cfg = compose_cfg(["+experiment=smoke", "+arm_lr_mult=0.25", "finetune.backbone_lr_mult=${arm_lr_mult}"])
     assert checked(cfg, "finetune").backbone_lr_mult == 0.25
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.batch_size=abc", "data.batch_size"),
+        ("data.train_size=1.5", "data.train_size"),
+        ("data.image_size=big", "data.image_size"),
+        ("data.download=maybe", "data.download"),
+    ],
+)
+def test_wrong_type_of_a_data_key_names_it(compose_cfg, override, key):
+    cfg = compose_cfg([override])
+    with pytest.raises(FtlabError, match=rf"{key}=.*wrong type"):
+        build_source(cfg.data, 0)

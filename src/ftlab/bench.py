@@ -71,8 +71,8 @@ def settings_for(device: torch.device, quick: bool) -> Settings:
             10,
         )
     if quick:
-        return Settings("cpu", "32-true", False, 16, 64, 6, 2, 2, ["resnet18"], 128, 64, 96, 4)
-    return Settings("cpu", "32-true", False, 32, 112, 10, 3, 2, ["resnet18"], 256, 112, 256, 6)
+        return Settings("cpu", "32-true", False, 16, 64, 12, 3, 3, ["resnet18"], 256, 64, 256, 10)
+    return Settings("cpu", "32-true", False, 32, 112, 12, 3, 3, ["resnet18"], 512, 112, 512, 10)
 
 
 def _sync(device: torch.device) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,15 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from ftlab.data import transforms
-from ftlab.data.sources import SOURCES, FileImages, LabeledImages, Source, TensorImages, load_rgb
+from ftlab.data.sources import (
+    SOURCES,
+    FileImages,
+    LabeledImages,
+    Source,
+    TensorImages,
+    check_types,
+    load_rgb,
+)
 from ftlab.errors import FtlabError, did_you_mean
 from ftlab.models.backbones import Preprocessing
 from ftlab.reproducibility import EpochSampler
@@ -223,4 +232,8 @@ def build_source(cfg: Mapping[str, Any], seed: int) -> Source:
     kwargs.setdefault("seed", seed)
     if "classes" in kwargs and kwargs["classes"] is not None:
         kwargs["classes"] = list(kwargs["classes"])
+    check_types(kwargs, typing.get_type_hints(cls))
+    loader_hints = typing.get_type_hints(ImageDataModule.__init__)
+    check_types({k: cfg[k] for k in LOADER_KEYS if k in cfg}, loader_hints)
+    check_types({"image_size": cfg.get("image_size")}, {"image_size": int | None})
     return cls(**kwargs)

@@ -10,7 +10,7 @@ import tarfile
 import time
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,17 +299,21 @@ def _matches(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def check_field_types(source: Any, prefix: str = "data") -> None:
-    """One clear error naming `<prefix>.<key>` when a dataclass field holds a value of the wrong type."""
-    hints = typing.get_type_hints(type(source))
-    for f in dataclasses.fields(source):
-        value = getattr(source, f.name)
-        if f.init and not _matches(value, hints[f.name]):
-            expected = getattr(hints[f.name], "__name__", str(hints[f.name]))
+def check_types(values: Mapping[str, Any], hints: Mapping[str, Any], prefix: str = "data") -> None:
+    """One clear error naming `<prefix>.<key>` when a value does not fit its annotation."""
+    for key, value in values.items():
+        if key in hints and not _matches(value, hints[key]):
+            expected = getattr(hints[key], "__name__", str(hints[key]))
             raise FtlabError(
-                f"{prefix}.{f.name}={value!r} has the wrong type: expected {expected}, "
+                f"{prefix}.{key}={value!r} has the wrong type: expected {expected}, "
                 f"got {type(value).__name__}."
             )
+
+
+def check_field_types(source: Any, prefix: str = "data") -> None:
+    """`check_types` over a dataclass instance's init fields."""
+    values = {f.name: getattr(source, f.name) for f in dataclasses.fields(source) if f.init}
+    check_types(values, typing.get_type_hints(type(source)), prefix)
 
 
 def _class_counts(classes: list[str], labels: list[int]) -> str:
