@@ -72,7 +72,7 @@ def settings_for(device: torch.device, quick: bool) -> Settings:
         )
     if quick:
         return Settings("cpu", "32-true", False, 16, 64, 12, 3, 3, ["resnet18"], 256, 64, 256, 10)
-    return Settings("cpu", "32-true", False, 32, 112, 12, 3, 3, ["resnet18"], 512, 112, 512, 10)
+    return Settings("cpu", "32-true", False, 32, 112, 12, 3, 3, ["resnet18"], 512, 112, 256, 10)
 
 
 def _sync(device: torch.device) -> None:
