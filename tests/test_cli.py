@@ -229,43 +229,22 @@ def test_resume_last_continues_the_newest_run(tmp_path):
     assert missing.returncode == 2 and "nothing to resume" in missing.stderr
 
 
-def test_every_strategy_runs_from_the_cli(tmp_path):
-    """One Hydra multirun over all strategies; each job is a real training run (two batches)."""
+@pytest.mark.parametrize(
+    "sweep",
+    [
+        "finetune=linear_probe,full,freeze_unfreeze,gradual,custom",
+        "scheduler=cosine,cosine_warmup,onecycle,plateau,none",
+    ],
+)
+def test_every_strategy_and_scheduler_runs_from_the_cli(tmp_path, sweep):
+    """One Hydra multirun over all options of a group; each job is a real training run (two batches)."""
     logs = tmp_path / "logs"
-    result = run_cli(
-        "ftlab.train",
-        [
-            "-m",
-            "+experiment=smoke",
-            *TINY,
-            "debug=fast",
-            f"paths.log_dir={logs}",
-            "finetune=linear_probe,full,freeze_unfreeze,gradual,custom",
-        ],
-        cwd=tmp_path,
-    )
+    args = ["-m", "+experiment=smoke", *TINY, "debug=fast", f"paths.log_dir={logs}", sweep]
+    result = run_cli("ftlab.train", args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in (logs / "smoke" / "multirun").glob("*/*") if p.is_dir())
     assert len(jobs) == 5
     assert all((job / "checkpoints" / "last.ckpt").is_file() for job in jobs)
-
-
-def test_every_scheduler_runs_from_the_cli(tmp_path):
-    logs = tmp_path / "logs"
-    result = run_cli(
-        "ftlab.train",
-        [
-            "-m",
-            "+experiment=smoke",
-            *TINY,
-            "debug=fast",
-            f"paths.log_dir={logs}",
-            "scheduler=cosine,cosine_warmup,onecycle,plateau,none",
-        ],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert len(list((logs / "smoke" / "multirun").glob("*/*/checkpoints/last.ckpt"))) == 5
 
 
 FAMILIES = [

@@ -285,22 +285,20 @@ def test_step_schedulers_keep_each_groups_own_peak():
             [{"params": [params[0]], "lr": 1.0}, {"params": [params[1]], "lr": 0.1}], lr=1.0
         )
 
-    opt = optimizer()
-    sched = warmup_cosine(opt, total_steps=100, warmup_fraction=0.1)
-    seen = []
-    for _ in range(100):
-        seen.append([g["lr"] for g in opt.param_groups])
-        opt.step()
-        sched.step()
+    def trajectory(make_scheduler, steps: int) -> list[list[float]]:
+        opt = optimizer()
+        sched = make_scheduler(opt)
+        lrs = []
+        for _ in range(steps):
+            lrs.append([g["lr"] for g in opt.param_groups])
+            opt.step()
+            sched.step()
+        return lrs
+
+    seen = trajectory(lambda o: warmup_cosine(o, total_steps=100, warmup_fraction=0.1), 100)
     assert seen[0] == pytest.approx([0.1, 0.01]) and seen[9] == pytest.approx([1.0, 0.1])
     expected = 0.5 * (1 + math.cos(math.pi * 45 / 90))
     assert seen[55] == pytest.approx([expected, 0.1 * expected])
-    opt = optimizer()
-    sched = one_cycle(opt, total_steps=50, pct_start=0.2)
-    peaks = []
-    for _ in range(50):
-        peaks.append([g["lr"] for g in opt.param_groups])
-        opt.step()
-        sched.step()
+    peaks = trajectory(lambda o: one_cycle(o, total_steps=50, pct_start=0.2), 50)
     top = max(range(50), key=lambda i: peaks[i][0])
     assert peaks[top] == pytest.approx([1.0, 0.1]) and peaks[0][0] == pytest.approx(1.0 / 25)
