@@ -143,6 +143,7 @@ def test_prepare_offline_says_download_failed(tmp_path):
         ("model.backbone=resnet181", "Did you mean: resnet18"),
         ("model.weights=IMAGENET1K_V9", "IMAGENET1K_V1"),
         ("data=imagefolder", "data.root"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs='abc' has the wrong type"),
     ],
 )
 def test_bad_config_is_one_paragraph(tmp_path, override, expected):

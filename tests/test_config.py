@@ -118,3 +118,11 @@ def test_wrong_type_of_a_data_key_names_it(compose_cfg, override, key):
     cfg = compose_cfg([override])
     with pytest.raises(FtlabError, match=rf"{key}=.*wrong type"):
         build_source(cfg.data, 0)
+
+
+def test_wrong_type_of_a_trainer_number_names_it(compose_cfg):
+    cfg = compose_cfg(["trainer.max_epochs=abc"])
+    with pytest.raises(FtlabError, match=r"trainer.max_epochs='abc'.*wrong type"):
+        split_trainer_config(cfg.trainer)
+    trainer_cfg, _ = split_trainer_config(compose_cfg(["+trainer.limit_train_batches=0.5"]).trainer)
+    assert trainer_cfg["limit_train_batches"] == 0.5  # int | float keys accept both

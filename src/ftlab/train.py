@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from rich.console import Console
 from ftlab import preflight
 from ftlab.config import checked, config_dir
 from ftlab.data import build_datamodule, build_source
+from ftlab.data.sources import check_types
 from ftlab.errors import FtlabError, report_errors
 from ftlab.features import FeatureCache
 from ftlab.finetune.schedule import FinetuneSchedule, build_phases
@@ -34,11 +36,19 @@ def _optional(node: DictConfig | None) -> Any:
     return instantiate(node) if node and "_target_" in node else None
 
 
+def _numeric_trainer_hints() -> dict[str, Any]:
+    """Trainer arguments annotated with plain int/float/bool (optional): the ones a typo can break."""
+    plain = {int, float, bool, type(None)}
+    hints = typing.get_type_hints(L.Trainer.__init__)
+    return {k: h for k, h in hints.items() if k != "return" and set(typing.get_args(h) or (h,)) <= plain}
+
+
 def split_trainer_config(node: DictConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The Trainer's own arguments, and ftlab's `trainer.compile` option (None when off)."""
     container = OmegaConf.to_container(node, resolve=True)
     assert isinstance(container, dict)
     trainer_cfg = {str(k): v for k, v in container.items()}
+    check_types(trainer_cfg, _numeric_trainer_hints(), prefix="trainer")
     compile_cfg = trainer_cfg.pop("compile", False)
     trainer_cfg.pop("channels_last", None)
     if not compile_cfg:

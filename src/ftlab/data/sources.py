@@ -303,7 +303,10 @@ def check_types(values: Mapping[str, Any], hints: Mapping[str, Any], prefix: str
     """One clear error naming `<prefix>.<key>` when a value does not fit its annotation."""
     for key, value in values.items():
         if key in hints and not _matches(value, hints[key]):
-            expected = getattr(hints[key], "__name__", str(hints[key]))
+            options = typing.get_args(hints[key]) or (hints[key],)
+            expected = " or ".join(
+                getattr(h, "__name__", str(h)).replace("NoneType", "null") for h in options
+            )
             raise FtlabError(
                 f"{prefix}.{key}={value!r} has the wrong type: expected {expected}, "
                 f"got {type(value).__name__}."
