@@ -1,36 +1,17 @@
-"""Shared fixtures: composing the real Hydra config, generated assets, a blocked network."""
+"""Shared fixtures: the real Hydra config composed in-process, an empty torch hub, shared CLI runs."""
 
 from __future__ import annotations
 
-import os
-import pickle
-import subprocess
-import sys
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from ftlab.config import config_dir
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = config_dir()
-
-# Overrides that shrink any run to seconds on a 2-core CPU.
-TINY = [
-    "trainer=cpu",
-    "data.train_size=24",
-    "data.val_size=12",
-    "data.batch_size=8",
-    "trainer.max_epochs=2",
-    "callbacks.rich_progress_bar=null",
-]
+from tests.helpers.cli import CONF, TINY, run_cli
 
 
 @pytest.fixture
@@ -61,118 +42,6 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (home / "hub" / "checkpoints").mkdir(parents=True)
     monkeypatch.setenv("TORCH_HOME", str(home))
     return home
-
-
-DEAD_PROXY = "http://127.0.0.1:9"  # discard port: connections are refused at once
-
-
-def offline_env(**extra: str) -> dict[str, str]:
-    """Environment for a subprocess whose HTTP(S) traffic cannot leave the machine."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "HTTP_PROXY": DEAD_PROXY,
-            "HTTPS_PROXY": DEAD_PROXY,
-            "http_proxy": DEAD_PROXY,
-            "https_proxy": DEAD_PROXY,
-            "NO_PROXY": "",
-            "no_proxy": "",
-        }
-    )
-    env.update(extra)
-    return env
-
-
-def run_cli(
-    module: str, args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    """Run `python -m <module> <args>` in a real subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env or offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def write_fake_cifar(root: Path, per_class_train: int = 12, per_class_test: int = 6) -> Path:
-    """A CIFAR-10 archive in the real pickle layout; pixel (0,0,0) holds the CIFAR label, for checking."""
-    rng = np.random.default_rng(0)
-    folder = root / "build" / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-
-    def batch(per_class: int, name: str) -> None:
-        labels = np.repeat(np.arange(10), per_class)
-        rng.shuffle(labels)
-        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
-        data[:, 0] = labels * 20
-        with open(folder / name, "wb") as f:
-            pickle.dump(
-                {
-                    "batch_label": name,
-                    "labels": labels.tolist(),
-                    "data": data,
-                    "filenames": [f"img{i}.png" for i in range(len(labels))],
-                },
-                f,
-            )
-
-    for i in range(1, 6):
-        batch(per_class_train // 5 + (1 if i <= per_class_train % 5 else 0), f"data_batch_{i}")
-    batch(per_class_test, "test_batch")
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump(
-            {
-                "label_names": [
-                    "airplane",
-                    "automobile",
-                    "bird",
-                    "cat",
-                    "deer",
-                    "dog",
-                    "frog",
-                    "horse",
-                    "ship",
-                    "truck",
-                ],
-                "num_vis": 3072,
-                "num_cases_per_batch": 10000,
-            },
-            f,
-        )
-    archive = root / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(folder, arcname="cifar-10-batches-py")
-    return archive
-
-
-def write_fake_hub_weights(torch_home: Path, name: str = "resnet18", weights: str = "IMAGENET1K_V1") -> Path:
-    """A randomly initialised state dict saved under the file name torchvision's download would use."""
-    import torch
-    import torchvision
-
-    enum = torchvision.models.get_model_weights(name)[weights]
-    model = torchvision.models.get_model(name, weights=None)
-    path = torch_home / "hub" / "checkpoints" / Path(enum.url).name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path
-
-
-def run_clis(
-    calls: list[tuple[str, list[str]]], cwd: Path, envs: list[dict[str, str] | None] | None = None
-) -> list[subprocess.CompletedProcess[str]]:
-    """Run several `python -m <module> <args>` subprocesses at once (`envs`: one environment per call)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    envs = envs or [None] * len(calls)
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        futures = [
-            pool.submit(run_cli, m, args, cwd, env) for (m, args), env in zip(calls, envs, strict=True)
-        ]
-        return [f.result() for f in futures]
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,6 @@
-"""`python -m ftlab.prepare +experiment=...`: download every asset an experiment needs, then go offline."""
+"""`python -m ftlab.prepare`: the command lives in `ftlab.cli.prepare`."""
 
-from __future__ import annotations
-
-import hydra
-from omegaconf import DictConfig
-from rich.console import Console
-
-from ftlab import preflight
-from ftlab.config import checked, config_dir
-from ftlab.data import build_source
-from ftlab.errors import report_errors
-
-
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-@report_errors
-def main(cfg: DictConfig) -> None:
-    """Fetch the data archive and the weights of the composed experiment."""
-    model_cfg = checked(cfg, "model")
-    source = build_source(cfg.data, cfg.seed)
-    console = Console()
-    for asset in preflight.fetch_missing(source, model_cfg.backbone, model_cfg.weights):
-        console.print(f"ready: {asset.description}: {asset.path}")
-
+from ftlab.cli.prepare import main
 
 if __name__ == "__main__":
     main()

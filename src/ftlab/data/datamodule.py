@@ -15,19 +15,15 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from ftlab.config.types import check_types
 from ftlab.data import transforms
-from ftlab.data.sources import (
-    SOURCES,
-    FileImages,
-    LabeledImages,
-    Source,
-    TensorImages,
-    check_types,
-    load_rgb,
-)
+from ftlab.data.datasets import FileImages, LabeledImages, TensorImages
+from ftlab.data.images import load_rgb
+from ftlab.data.preprocessing import Preprocessing
+from ftlab.data.sampling import EpochSampler
+from ftlab.data.sources.base import Source
+from ftlab.data.sources.registry import SOURCES
 from ftlab.errors import FtlabError, did_you_mean
-from ftlab.models.backbones import Preprocessing
-from ftlab.reproducibility import EpochSampler
 
 if TYPE_CHECKING:
     from ftlab.features.cache import FeatureCache

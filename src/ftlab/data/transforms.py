@@ -6,7 +6,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from ftlab.models.backbones import Preprocessing
+from ftlab.data.preprocessing import Preprocessing
 
 
 def resize_and_crop(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:

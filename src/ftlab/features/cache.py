@@ -19,25 +19,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ftlab.callbacks.schedule import FinetuneSchedule
+from ftlab.config.schemas import CacheConfig
+from ftlab.data.sampling import EpochSampler
 from ftlab.errors import FtlabError
-from ftlab.finetune.schedule import FinetuneSchedule
-from ftlab.reproducibility import EpochSampler
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "off", "memory", "disk")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-@dataclass
-class CacheConfig:
-    """`features=`: where and how frozen-prefix activations are kept."""
-
-    cache: str = "auto"
-    dtype: str = "float16"
-    views: int | None = None
-    max_memory_gb: float = 4.0
-    dir: str | None = None
 
 
 class CachedFeatures(Dataset):

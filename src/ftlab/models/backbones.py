@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from ftlab.data.preprocessing import Preprocessing
 from ftlab.errors import FtlabError, did_you_mean
 from ftlab.models import registry
 
@@ -20,46 +21,6 @@ from ftlab.models import registry
 HEAD_PATHS = ("fc", "classifier", "heads.head", "head")
 # Families whose auxiliary training heads ftlab drops: they would need their own classes and loss.
 AUX_LOGIT_MODELS = ("googlenet", "inception_v3")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How images must look to the backbone: resize, centre crop, interpolation, normalisation."""
-
-    crop_size: int
-    resize_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str = "bilinear"
-
-    @classmethod
-    def from_weights(cls, weights: WeightsEnum) -> Preprocessing:
-        """Read the preprocessing from torchvision's `Weights.transforms()`."""
-        t = weights.transforms()
-        return cls(
-            crop_size=int(t.crop_size[0]),
-            resize_size=int(t.resize_size[0]),
-            mean=tuple(float(m) for m in t.mean),
-            std=tuple(float(s) for s in t.std),
-            interpolation=t.interpolation.value,
-        )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
-        """Inverse of `to_dict` (as stored in checkpoints)."""
-        return cls(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types, for checkpoints and hparams."""
-        d = asdict(self)
-        return {**d, "mean": list(self.mean), "std": list(self.std)}
-
-    def at_size(self, image_size: int | None) -> Preprocessing:
-        """The same recipe for another crop size, keeping the resize/crop ratio."""
-        if image_size is None or image_size == self.crop_size:
-            return self
-        resize = round(image_size * self.resize_size / self.crop_size)
-        return Preprocessing(image_size, resize, self.mean, self.std, self.interpolation)
 
 
 @dataclass

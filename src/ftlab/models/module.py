@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ftlab.data.preprocessing import Preprocessing
 from ftlab.finetune.param_groups import HEAD, build_param_groups, stage_lr_multipliers
-from ftlab.models.backbones import Preprocessing, build
+from ftlab.models.backbones import build
 from ftlab.models.stages import Stages, run_stages, split
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]

@@ -1,0 +1,1 @@
+"""Lightning (and Hydra) callbacks: the fine-tune schedule, review, safeguards, summary, run comparison."""

@@ -1,0 +1,1 @@
+"""The commands (`python -m ftlab.<command>`): thin Hydra/argparse entry points."""

@@ -1,0 +1,51 @@
+"""`python -m ftlab.report <sweep or run folder>`: read every run's logged metrics and compare the runs.
+
+A run is a folder holding `.hydra/overrides.yaml` and its metrics: TensorBoard event files under
+`tensorboard/` (read with tensorboard's EventAccumulator) or, failing those, Lightning's `csv/metrics.csv`.
+The report is a table of the overrides that differ between runs, best val accuracy and its epoch, final val
+loss, epochs to reach a target accuracy and wall time (best run first), as Markdown, CSV or JSON; `--plot`
+draws every run's val accuracy and loss curves on one figure. `CompareRuns` prints the per-epoch
+side-by-side table at the end of a Hydra multirun (`hydra.callbacks`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ftlab.errors import report_errors
+from ftlab.runs.report import DEFAULT_TARGET, FORMATS, epoch_table, load_runs, plot, render
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments of `python -m ftlab.report`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ftlab.report",
+        description="Compare the runs under a sweep or run folder: a table (best first) and optional curves.",
+    )
+    parser.add_argument("folder", help="a run folder, a multirun sweep folder, or any folder holding runs")
+    parser.add_argument("--format", choices=FORMATS, default="markdown", help="table format (markdown)")
+    parser.add_argument("--plot", metavar="OUT.png", help="also draw val accuracy and val loss curves")
+    parser.add_argument(
+        "--target", type=float, default=DEFAULT_TARGET, help=f"accuracy for 'epochs to' ({DEFAULT_TARGET})"
+    )
+    parser.add_argument(
+        "--epochs", action="store_true", help="also print val accuracy per epoch, side by side"
+    )
+    return parser.parse_args(argv)
+
+
+@report_errors
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the report of a folder of runs."""
+    args = parse_args(argv)
+    runs = load_runs(args.folder)
+    print(render(runs, args.format, args.target))
+    if args.epochs:
+        print("\n" + epoch_table(runs, args.target))
+    if args.plot:
+        print(f"curves: {plot(runs, args.plot)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""`python -m ftlab.train`: fine-tune a backbone, log to TensorBoard, keep the best checkpoint."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from ftlab.config.location import config_dir
+from ftlab.errors import report_errors
+from ftlab.training.run import train
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+@report_errors
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the metric named by `optimized_metric` (for sweepers)."""
+    metrics, _ = train(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()

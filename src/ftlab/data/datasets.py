@@ -1,0 +1,51 @@
+"""Datasets of (uint8 image, label) pairs: held in memory, or read from files on access."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from ftlab.data.images import load_rgb
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class LabeledImages(Dataset):
+    """A dataset of (uint8 image, label) pairs with a replaceable per-image `transform`."""
+
+    transform: Transform | None
+    labels: Any
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class TensorImages(LabeledImages):
+    """Images held in memory as one uint8 (N, 3, H, W) tensor."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Transform | None = None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        image = self.images[idx]
+        return (self.transform(image) if self.transform else image), int(self.labels[idx])
+
+
+class FileImages(LabeledImages):
+    """Images read from files on access."""
+
+    def __init__(self, paths: list[str], labels: list[int], transform: Transform | None = None):
+        self.paths, self.labels, self.transform = paths, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        image = load_rgb(self.paths[idx])
+        return (self.transform(image) if self.transform else image), self.labels[idx]

@@ -1,0 +1,159 @@
+"""Your own images in an ImageFolder layout (`root/<class>/<image>`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ftlab.config.types import check_field_types
+from ftlab.data.datasets import FileImages, LabeledImages
+from ftlab.data.images import IMAGE_EXTENSIONS, find_bad_images
+from ftlab.data.sampling import stratified_subset
+from ftlab.data.sources.base import Asset
+from ftlab.errors import FtlabError
+
+log = logging.getLogger(__name__)
+
+
+def _scan_folder(root: Path, key: str) -> tuple[list[str], list[str], list[int]]:
+    """Classes, file paths and labels of an ImageFolder layout (one sub-folder per class)."""
+    from torchvision.datasets.folder import find_classes, make_dataset
+
+    if not root.is_dir():
+        raise FtlabError(
+            f"{key}={str(root)!r} is not a folder. Point it at a folder with one sub-folder of "
+            "images per class."
+        )
+    layout = "one sub-folder of images per class, e.g. root/cat/1.jpg, root/dog/2.jpg"
+    try:
+        classes, class_to_idx = find_classes(str(root))
+    except FileNotFoundError as err:
+        loose = [p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        found = f" It holds {len(loose)} images directly; move them into class folders." if loose else ""
+        raise FtlabError(f"{key}={str(root)!r} has no class folders.{found} Expected {layout}.") from err
+    samples = make_dataset(str(root), class_to_idx, extensions=IMAGE_EXTENSIONS, allow_empty=True)
+    labels = [label for _, label in samples]
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    empty = [str(root / c) for c, n in zip(classes, counts, strict=True) if n == 0]
+    if empty:
+        raise FtlabError(
+            f"{key}={str(root)!r}: no images in the class folder(s) {', '.join(empty)}. Every class folder "
+            f"needs at least one image ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder."
+        )
+    return classes, [p for p, _ in samples], labels
+
+
+def _class_counts(classes: list[str], labels: list[int]) -> str:
+    """'cat=12, dog=3': images per class, for error messages."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    return ", ".join(f"{c}={n}" for c, n in zip(classes, counts, strict=True))
+
+
+@dataclass
+class ImageFolderSource:
+    """Your own images: `root/<class>/<image>`; val from `val_root` or a stratified split of `root`.
+
+    Every file is decoded once before training: an unreadable, truncated or corrupt image stops the run
+    with its path and the reason, or, with `skip_bad_images`, is left out and listed in the log
+    (`skipped` keeps the list).
+    """
+
+    root: str
+    val_root: str | None = None
+    val_fraction: float = 0.2
+    train_size: int | None = None
+    val_size: int | None = None
+    seed: int = 0
+    skip_bad_images: bool = False
+    fixed_size: bool = field(default=False, init=False)
+    skipped: list[tuple[str, str]] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(
+            self.root, int | float
+        ):  # data.root=2024: Hydra reads a folder named by digits as a number
+            self.root = str(self.root)
+        check_field_types(self)
+        self.classes = _scan_folder(Path(self.root), "data.root")[0]
+
+    def assets(self) -> list[Asset]:
+        return [Asset("image folder", Path(self.root), None, Path(self.root).is_dir())]
+
+    def _readable(
+        self, paths: list[str], labels: list[int], key: str, folder: str
+    ) -> tuple[list[str], list[int]]:
+        """The files that decode; any other stops the run, or is skipped and logged (`skip_bad_images`)."""
+        start = time.monotonic()
+        bad = find_bad_images(paths)
+        log.info("%s: checked %d images in %.1f s", key, len(paths), time.monotonic() - start)
+        if not bad:
+            return paths, labels
+        if not self.skip_bad_images:
+            shown = "\n".join(f"- {path}: {why}" for path, why in bad[:10])
+            more = f"\n- ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise FtlabError(
+                f"{len(bad)} of {len(paths)} images under {key}={folder} cannot "
+                f"be read:\n{shown}{more}\nRemove or replace them, or set data.skip_bad_images=true to "
+                "train without them (they are then listed in the log)."
+            )
+        listing = "\n".join(f"  {path}: {why}" for path, why in bad)
+        log.warning(
+            "Skipped %d unreadable images under %s (data.skip_bad_images=true):\n%s", len(bad), key, listing
+        )
+        self.skipped.extend(bad)
+        dropped = {path for path, _ in bad}
+        keep = [i for i, path in enumerate(paths) if path not in dropped]
+        return [paths[i] for i in keep], [labels[i] for i in keep]
+
+    def load(self) -> tuple[LabeledImages, LabeledImages]:
+        self.skipped = []
+        classes, paths, labels = _scan_folder(Path(self.root), "data.root")
+        paths, labels = self._readable(paths, labels, "data.root", self.root)
+        if self.val_root:
+            val_classes, val_paths, val_labels = _scan_folder(Path(self.val_root), "data.val_root")
+            if val_classes != classes:
+                raise FtlabError(
+                    f"data.val_root classes {val_classes} differ from data.root classes {classes}."
+                )
+            val_paths, val_labels = self._readable(val_paths, val_labels, "data.val_root", self.val_root)
+            for key, found in (("data.root", labels), ("data.val_root", val_labels)):
+                if np.bincount(np.asarray(found, dtype=np.int64), minlength=len(classes)).min() == 0:
+                    raise FtlabError(
+                        f"{key}: a class has no readable images left ({_class_counts(classes, found)})."
+                    )
+        else:
+            if not 0 < self.val_fraction < 1:
+                raise FtlabError(f"data.val_fraction={self.val_fraction} must be between 0 and 1.")
+            counts = np.bincount(labels, minlength=len(classes))
+            if counts.min() < 2:
+                small = [f"{c} ({n})" for c, n in zip(classes, counts, strict=True) if n < 2]
+                raise FtlabError(
+                    f"data.root={self.root}: classes {', '.join(small)} have too few images to "
+                    "split into train and val (2 needed); add images or set data.val_root."
+                )
+            idx = np.arange(len(labels))
+            from sklearn.model_selection import train_test_split
+
+            try:
+                tr, va = train_test_split(
+                    idx, test_size=self.val_fraction, stratify=labels, random_state=self.seed
+                )
+            except ValueError as err:
+                raise FtlabError(
+                    f"data.val_fraction={self.val_fraction} cannot split {len(labels)} images of "
+                    f"{len(classes)} classes ({_class_counts(classes, labels)}): {err} Every class needs "
+                    "at least one image on each side: add images, change data.val_fraction, or set "
+                    "data.val_root."
+                ) from err
+            val_paths, val_labels = [paths[i] for i in sorted(va)], [labels[i] for i in sorted(va)]
+            paths, labels = [paths[i] for i in sorted(tr)], [labels[i] for i in sorted(tr)]
+        tr_idx = stratified_subset(np.asarray(labels), self.train_size, self.seed, "data.train_size")
+        va_idx = stratified_subset(np.asarray(val_labels), self.val_size, self.seed, "data.val_size")
+        return (
+            FileImages([paths[i] for i in tr_idx], [labels[i] for i in tr_idx]),
+            FileImages([val_paths[i] for i in va_idx], [val_labels[i] for i in va_idx]),
+        )

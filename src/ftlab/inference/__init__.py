@@ -1,0 +1,1 @@
+"""Trained models from checkpoints: loading, metrics, plots."""

@@ -1,0 +1,1 @@
+"""Run folders: read their curves and configs, compare them, plot them."""

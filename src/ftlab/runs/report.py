@@ -1,0 +1,317 @@
+"""`python -m ftlab.report <sweep or run folder>`: read every run's logged metrics and compare the runs.
+
+A run is a folder holding `.hydra/overrides.yaml` and its metrics: TensorBoard event files under
+`tensorboard/` (read with tensorboard's EventAccumulator) or, failing those, Lightning's `csv/metrics.csv`.
+The report is a table of the overrides that differ between runs, best val accuracy and its epoch, final val
+loss, epochs to reach a target accuracy and wall time (best run first), as Markdown, CSV or JSON; `--plot`
+draws every run's val accuracy and loss curves on one figure. `CompareRuns` prints the per-epoch
+side-by-side table at the end of a Hydra multirun (`hydra.callbacks`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ftlab.errors import FtlabError
+
+ACC, LOSS = "val/acc", "val/loss"
+FORMATS = ("markdown", "csv", "json")
+DEFAULT_TARGET = 0.8
+
+
+@dataclass
+class Run:
+    """One run's overrides and per-epoch validation metrics (epochs counted from 1)."""
+
+    path: Path
+    name: str
+    overrides: dict[str, str]
+    val_acc: dict[int, float] = field(default_factory=dict)
+    val_loss: dict[int, float] = field(default_factory=dict)
+    wall_time_s: float | None = None
+    metrics_from: str | None = None  # "tensorboard" | "csv" | None (nothing logged)
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The epoch of the highest val accuracy (the earliest one on ties)."""
+        if not self.val_acc:
+            return None
+        return max(sorted(self.val_acc), key=lambda epoch: self.val_acc[epoch])
+
+    @property
+    def best_val_acc(self) -> float | None:
+        """The highest val accuracy of any epoch."""
+        epoch = self.best_epoch
+        return None if epoch is None else self.val_acc[epoch]
+
+    @property
+    def final_val_loss(self) -> float | None:
+        """The val loss of the last logged epoch."""
+        return self.val_loss[max(self.val_loss)] if self.val_loss else None
+
+    def epochs_to(self, target: float) -> int | None:
+        """The first epoch whose val accuracy reaches `target`; None if none does."""
+        return epochs_to(self.val_acc, target)
+
+
+def epochs_to(curve: dict[int, float], target: float) -> int | None:
+    """The first epoch of a per-epoch curve at or above `target`."""
+    return next((epoch for epoch in sorted(curve) if curve[epoch] >= target), None)
+
+
+def _natural_key(text: str) -> list[Any]:
+    """Sort key under which 'run/2' comes before 'run/10'."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every run folder at or below `root` (a folder with `.hydra/overrides.yaml`), in natural order."""
+    found = {marker.parent.parent for marker in root.rglob(".hydra/overrides.yaml")}
+    return sorted(found, key=lambda p: _natural_key(str(p.relative_to(root))))
+
+
+def parse_overrides(lines: Sequence[str]) -> dict[str, str]:
+    """Hydra override strings (`+key=value`, `key=value`, `~key`) as key -> value."""
+    parsed: dict[str, str] = {}
+    for line in lines:
+        key, _, value = str(line).partition("=")
+        parsed[key.lstrip("+")] = value
+    return parsed
+
+
+def _tensorboard_curves(folder: Path) -> tuple[dict[str, dict[int, float]], float | None]:
+    """val/acc and val/loss per epoch from the event files under `folder`, and the logging wall time."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, dict[int, float]] = {ACC: {}, LOSS: {}}
+    first: float | None = None
+    last: float | None = None
+    for directory in sorted({p.parent for p in folder.rglob("events.out.tfevents.*")}):
+        events = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        epoch_at = {e.step: int(e.value) + 1 for e in events.Scalars("epoch")} if "epoch" in tags else {}
+        for tag in (ACC, LOSS):
+            if tag not in tags:
+                continue
+            for index, event in enumerate(events.Scalars(tag)):
+                curves[tag][epoch_at.get(event.step, index + 1)] = float(event.value)
+                last = event.wall_time if last is None else max(last, event.wall_time)
+        try:
+            start = events.FirstEventTimestamp()
+        except ValueError:  # an empty event file
+            continue
+        first = start if first is None else min(first, start)
+    wall = last - first if first is not None and last is not None else None
+    return curves, wall
+
+
+def _csv_curves(path: Path, started: Path) -> tuple[dict[str, dict[int, float]], float | None]:
+    """val/acc and val/loss per epoch from Lightning's metrics.csv; wall time from file times."""
+    curves: dict[str, dict[int, float]] = {ACC: {}, LOSS: {}}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for tag in (ACC, LOSS):
+                if row.get(tag) and row.get("epoch"):
+                    curves[tag][int(float(row["epoch"])) + 1] = float(row[tag])
+    wall = path.stat().st_mtime - started.stat().st_mtime if started.is_file() else None
+    return curves, wall
+
+
+def read_run(path: Path, root: Path) -> Run:
+    """A run's overrides and metrics: TensorBoard event files first, the CSV log as the fallback."""
+    overrides = parse_overrides(list(OmegaConf.load(path / ".hydra" / "overrides.yaml") or []))
+    name = str(path.relative_to(root)) if path != root else path.name
+    run = Run(path=path, name=name, overrides=overrides)
+    curves: dict[str, dict[int, float]] = {}
+    if (path / "tensorboard").is_dir():
+        curves, run.wall_time_s = _tensorboard_curves(path / "tensorboard")
+        run.metrics_from = "tensorboard"
+    csv_log = path / "csv" / "metrics.csv"
+    if not curves.get(ACC) and csv_log.is_file():
+        curves, run.wall_time_s = _csv_curves(csv_log, path / ".hydra" / "config.yaml")
+        run.metrics_from = "csv"
+    if not curves.get(ACC):
+        run.metrics_from, run.wall_time_s = None, None
+    run.val_acc, run.val_loss = curves.get(ACC, {}), curves.get(LOSS, {})
+    return run
+
+
+def load_runs(root: str | Path) -> list[Run]:
+    """Every run under `root` (a sweep folder, a run folder, or a folder of either)."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise FtlabError(f"{str(folder)!r} is not a folder. Give a run or sweep folder (e.g. logs/<task>/).")
+    runs = [read_run(path, folder) for path in find_runs(folder)]
+    if not runs:
+        raise FtlabError(
+            f"No runs under {folder}: a run folder holds .hydra/overrides.yaml and tensorboard/ or "
+            "csv/metrics.csv (what `python -m ftlab.train` writes)."
+        )
+    return runs
+
+
+def varying_overrides(runs: Sequence[Run]) -> list[str]:
+    """The override keys whose value is not the same in every run, in order of first appearance."""
+    keys = list(dict.fromkeys(key for run in runs for key in run.overrides))
+    return [key for key in keys if len({run.overrides.get(key) for run in runs}) > 1]
+
+
+def label(run: Run, keys: Sequence[str]) -> str:
+    """A run's name for tables and legends: its values of the varying overrides, else its folder."""
+    return " ".join(f"{key}={run.overrides.get(key, '-')}" for key in keys) or run.name
+
+
+def ranked(runs: Sequence[Run]) -> list[Run]:
+    """Best val accuracy first; runs with no metrics last."""
+    return sorted(runs, key=lambda r: -r.best_val_acc if r.best_val_acc is not None else math.inf)
+
+
+def summary_rows(runs: Sequence[Run], target: float = DEFAULT_TARGET) -> list[dict[str, Any]]:
+    """One record per run, best first: varying overrides, best acc and epoch, final loss, epochs to target."""
+    keys = varying_overrides(runs)
+    rows = []
+    for run in ranked(runs):
+        row: dict[str, Any] = {"run": run.name}
+        row.update({key: run.overrides.get(key) for key in keys})
+        row.update(
+            {
+                "best_val_acc": run.best_val_acc,
+                "best_epoch": run.best_epoch,
+                "final_val_loss": run.final_val_loss,
+                "epochs_to_target": run.epochs_to(target),
+                "wall_time_s": run.wall_time_s,
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+NUMBER = re.compile(r"-?\d+(\.\d+)?|-")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub Markdown table: floats to 4 places, None as '-', columns of numbers right-aligned."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    right = [all(NUMBER.fullmatch(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if r else "---" for r in right) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def render(runs: Sequence[Run], fmt: str = "markdown", target: float = DEFAULT_TARGET) -> str:
+    """The comparison of `runs` as Markdown, CSV or JSON text."""
+    if fmt not in FORMATS:
+        raise FtlabError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
+    if fmt == "json":
+        by_name = {run.name: run for run in runs}
+        records = []
+        for row in summary_rows(runs, target):
+            run = by_name[row["run"]]
+            epochs = sorted(set(run.val_acc) | set(run.val_loss))
+            records.append(
+                {
+                    "run": run.name,
+                    "path": str(run.path),
+                    "overrides": run.overrides,
+                    **{k: row[k] for k in ("best_val_acc", "best_epoch", "final_val_loss", "wall_time_s")},
+                    "target": target,
+                    "epochs_to_target": row["epochs_to_target"],
+                    "metrics_from": run.metrics_from,
+                    "epochs": epochs,
+                    "val_acc": [run.val_acc.get(e) for e in epochs],
+                    "val_loss": [run.val_loss.get(e) for e in epochs],
+                }
+            )
+        return json.dumps(records, indent=2)
+    rows = summary_rows(runs, target)
+    header = list(rows[0])
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+    titles = {
+        "best_val_acc": "best val/acc",
+        "best_epoch": "best epoch",
+        "final_val_loss": "final val/loss",
+        "epochs_to_target": f"epochs to {target:.4g}",
+        "wall_time_s": "wall time (s)",
+    }
+    for row in rows:  # seconds to a tenth, not four places
+        row["wall_time_s"] = None if row["wall_time_s"] is None else f"{row['wall_time_s']:.1f}"
+    return markdown_table([titles.get(k, k) for k in header], [list(row.values()) for row in rows])
+
+
+def mean_curve(runs: Sequence[Run]) -> dict[int, float]:
+    """The per-epoch mean val accuracy over runs (epochs that every run logged)."""
+    common = set.intersection(*(set(run.val_acc) for run in runs)) if runs else set()
+    return {epoch: sum(run.val_acc[epoch] for run in runs) / len(runs) for epoch in sorted(common)}
+
+
+def epoch_table(runs: Sequence[Run], target: float | None = None, group_by: str | None = None) -> str:
+    """Val accuracy per epoch, runs side by side in the given order, plus a mean column per `group_by` value.
+
+    The last row gives the epoch at which each column first reaches `target`.
+    """
+    keys = varying_overrides(runs)
+    columns: list[tuple[str, dict[int, float]]] = [(label(r, keys), r.val_acc) for r in runs]
+    if group_by is not None and len(keys) > 1:
+        values = list(dict.fromkeys(r.overrides.get(group_by) for r in runs))
+        for value in values:
+            members = [r for r in runs if r.overrides.get(group_by) == value]
+            columns.append((f"mean {group_by}={value} ({len(members)} runs)", mean_curve(members)))
+    epochs = sorted({epoch for _, curve in columns for epoch in curve})
+    rows: list[list[Any]] = [[epoch, *(curve.get(epoch) for _, curve in columns)] for epoch in epochs]
+    if target is not None:
+        rows.append([f"epochs to {target:.4g}", *(epochs_to(curve, target) for _, curve in columns)])
+    return markdown_table(["epoch", *(name for name, _ in columns)], rows)
+
+
+def plot(runs: Sequence[Run], out: str | Path) -> Path:
+    """Val accuracy and val loss per epoch of every run on one figure, saved as an image (Agg backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    keys = varying_overrides(runs)
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    acc_axes, loss_axes = figure.subplots(1, 2)
+    for run in runs:
+        name = label(run, keys)
+        for axes, curve in ((acc_axes, run.val_acc), (loss_axes, run.val_loss)):
+            epochs = sorted(curve)
+            axes.plot(epochs, [curve[e] for e in epochs], marker="o", label=name)
+    for axes, title in ((acc_axes, "val accuracy"), (loss_axes, "val loss")):
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    acc_axes.legend(fontsize="small")
+    path = Path(out).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path

@@ -1,0 +1,1 @@
+"""Training runs: preflight, wiring from config, atomic checkpoints."""

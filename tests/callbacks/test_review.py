@@ -1,0 +1,134 @@
+"""TensorBoard review: what the callback logs, read back from a real sweep's event files and a real server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from ftlab.callbacks.review import (
+    CLASS_ACC_PREFIX,
+    CONFUSION_TAG,
+    WORST_TAG,
+    confusion_figure_image,
+    per_class_accuracy,
+)
+
+TENSORBOARD = Path(sys.executable).with_name("tensorboard")
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+
+
+def _events(run: Path) -> EventAccumulator:
+    events = EventAccumulator(
+        str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0}
+    )
+    events.Reload()
+    return events
+
+
+def _runs(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if (p / "tensorboard").is_dir())
+
+
+def test_per_class_accuracy_and_confusion_image() -> None:
+    matrix = torch.tensor([[3, 1, 0], [0, 2, 2], [0, 0, 0]])
+    acc = per_class_accuracy(matrix)
+    assert acc[:2].tolist() == [0.75, 0.5] and torch.isnan(acc[2])
+    image = confusion_figure_image(matrix, ["a", "b", "c"])
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert image.std() > 0  # something was drawn
+
+
+def test_review_logs_images_class_accuracy_and_hparams(optuna_sweep: Path) -> None:
+    runs = _runs(optuna_sweep)
+    assert len(runs) == 3
+    grids = 0
+    cached = 0
+    for run in runs:
+        events = _events(run)
+        tags = events.Tags()
+        val_acc = events.Scalars("val/acc")
+        # one confusion matrix per validation epoch
+        confusion = events.Images(CONFUSION_TAG)
+        assert len(confusion) == len(val_acc)
+        assert all(e.width > 100 and e.height > 100 for e in confusion)
+        # per-class accuracies bracket the overall accuracy
+        class_tags = [t for t in tags["scalars"] if t.startswith(CLASS_ACC_PREFIX)]
+        assert sorted(class_tags) == [f"{CLASS_ACC_PREFIX}class_{i}" for i in range(3)]
+        per_class = [events.Scalars(t)[-1].value for t in class_tags]
+        assert min(per_class) - 1e-6 <= val_acc[-1].value <= max(per_class) + 1e-6
+        # HParams tab: the swept values with final metrics
+        content = events.PluginTagToContent("hparams")
+        data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        hparams = {k: v for k, v in data.session_start_info.hparams.items()}
+        overrides = OmegaConf.load(run / ".hydra" / "overrides.yaml")
+        lr = next(str(o).split("=")[1] for o in overrides if str(o).startswith("optimizer.lr="))
+        assert hparams["optimizer.lr"].string_value == lr
+        assert hparams["lr"].number_value == pytest.approx(float(lr))
+        assert hparams["backbone"].string_value == "resnet18"
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+        metric_tags = {m.name.tag for m in experiment.experiment.metric_infos}
+        assert {"hparams/val_acc", "hparams/best_val_acc"} <= metric_tags
+        assert events.Scalars("hparams/val_acc")[-1].value == pytest.approx(val_acc[-1].value)
+        # the worst misclassified images: as many tiles as table rows, when any image was wrong
+        unfrozen_from = int(next(str(o).split("=")[1] for o in overrides if "unfreeze_at_epoch" in str(o)))
+        cached += unfrozen_from > 0  # the backbone was frozen: validation ran on cached features
+        if val_acc[-1].value < 1.0:
+            (grid,) = events.Images(WORST_TAG)
+            table = events.Tensors(f"{WORST_TAG}/text_summary")[-1].tensor_proto.string_val[0].decode()
+            tiles = table.count("\n") - 1
+            wrong = round((1 - val_acc[-1].value) * 12)  # 12 validation images
+            assert tiles == min(wrong, 16)
+            assert grid.width == min(8, tiles) * (64 + 2) + 2
+            grids += 1
+    assert grids >= 1 and cached >= 1, (grids, cached)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_tensorboard_server_serves_the_runs_scalars(optuna_sweep: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(TENSORBOARD), "--logdir", str(optuna_sweep), "--port", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    expected = {"val/acc", "val/loss", f"{CLASS_ACC_PREFIX}class_0"}
+    served: dict[str, dict] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
+                with NO_PROXY.open(url, timeout=5) as response:
+                    served = json.loads(response.read())
+            except OSError:
+                served = {}
+            if len(served) == 3 and all(expected <= set(tags) for tags in served.values()):
+                break
+            time.sleep(1)
+    finally:
+        server.terminate()
+        try:
+            _, err = server.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, err = server.communicate()
+    assert sorted(served) == [f"{n}/tensorboard" for n in range(3)], err[-2000:]
+    assert all(expected <= set(tags) for tags in served.values()), served
