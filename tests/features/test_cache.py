@@ -10,8 +10,9 @@ from lightning.pytorch.callbacks import Callback
 from ftlab.callbacks.schedule import FinetuneSchedule
 from ftlab.config.schemas import CacheConfig
 from ftlab.data import ImageDataModule
+from ftlab.data.batches import FeatureBatch
 from ftlab.data.sources.synthetic import SyntheticSource
-from ftlab.features.cache import FeatureCache
+from ftlab.features.cache import FeatureCache, attach_feature_cache
 from ftlab.finetune.phases import build_phases
 from ftlab.models.module import Classifier
 
@@ -23,7 +24,7 @@ class _Losses(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
-        self.cached_batches += int(pl_module.input_stage["train"] > 0)
+        self.cached_batches += int(isinstance(batch, FeatureBatch))
 
 
 def _run(
@@ -33,6 +34,7 @@ def _run(
     epochs: int = 3,
     tmp_path=None,
     budget_gb: float = 4.0,
+    dtype: str = "float32",
     **phase_kwargs,
 ):
     L.seed_everything(0)
@@ -45,14 +47,13 @@ def _run(
         augment=augment,
         seed=0,
     )
-    feature_cache = FeatureCache(
-        CacheConfig(cache=cache, dtype="float32", max_memory_gb=budget_gb),
+    attach_feature_cache(
         module,
         schedule,
+        dm,
+        CacheConfig(cache=cache, dtype=dtype, max_memory_gb=budget_gb),
         str(tmp_path or "/nonexistent"),
-        augment,
     )
-    dm.attach_cache(feature_cache)
     record = _Losses()
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -104,7 +105,9 @@ def test_full_training_and_bn_train_are_never_cached():
     L.seed_everything(0)
     module = Classifier("resnet18", ["a", "b"], weights=None, image_size=32)
     schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names), bn="train")
-    assert FeatureCache(CacheConfig(), module, schedule, "/tmp", "none").boundary(0) == 0
+    dm = ImageDataModule(SyntheticSource(train_size=8, val_size=8), module.preprocessing, augment="none")
+    dm.setup()
+    assert FeatureCache(CacheConfig(), module, schedule, dm, "/tmp").plan(3)["train"].segments == []
 
 
 def test_over_budget_goes_to_disk_or_is_skipped_with_a_log(tmp_path, caplog):
