@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+import torchvision
 from lightning.pytorch.callbacks import Callback
 
 from ftlab.callbacks.schedule import FinetuneSchedule
@@ -140,3 +141,75 @@ def test_auto_skips_a_cache_that_would_not_pay_off(caplog):
     with caplog.at_level("INFO", logger="ftlab.features.cache"):
         _, record, _ = _run("auto", "freeze_unfreeze", "hflip", epochs=3, unfreeze_at_epoch=3)
     assert record.cached_batches == 3 * 4  # 3 frozen epochs x 4 batches: two views pay off over 3 epochs
+
+
+def test_planned_boundary_at_shipped_defaults_trains_like_images_and_val_acc_is_true(caplog):
+    """Last stage + head after a head-only epoch: built once after layer3 (default dtype), same losses."""
+    plain, plain_rec, _ = _run("off", "top_k", "hflip", epochs=3, top_k=1, unfreeze_at_epoch=1)
+    with caplog.at_level("INFO", logger="ftlab.features.cache"):
+        cached, rec, trainer = _run(
+            "auto", "top_k", "hflip", epochs=3, dtype=CacheConfig().dtype, top_k=1, unfreeze_at_epoch=1
+        )
+    builds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature cache: ")]
+    assert len(builds) == 2 and all("after stage layer3" in b and "float32" in b for b in builds), builds
+    assert rec.cached_batches == len(rec.losses) > 0
+    torch.testing.assert_close(torch.tensor(rec.losses), torch.tensor(plain_rec.losses), rtol=1e-4, atol=1e-5)
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(cached.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    # val was served from the cache: recompute accuracy on raw images with the trained model
+    dm = trainer.datamodule
+    cached.eval()
+    with torch.no_grad():
+        images = dm.device_transform(dm.cpu_side(dm.raw_images("val")[:]))
+        predicted = cached(images).argmax(1)
+    accuracy = (predicted == dm.raw_labels("val")).float().mean()
+    assert float(trainer.callback_metrics["val/acc"]) == pytest.approx(float(accuracy), abs=1e-6)
+
+
+def _val_cache(weights, tmp_path, seed: int = 0, workers: int = 0):
+    torch.manual_seed(seed)
+    module = Classifier("resnet18", ["a", "b", "c"], weights=weights, image_size=32)
+    schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
+    dm = ImageDataModule(
+        SyntheticSource(train_size=16, val_size=12),
+        module.preprocessing,
+        batch_size=4,
+        augment="none",
+        num_workers=workers,
+    )
+    dm.setup()
+    cache = attach_feature_cache(module, schedule, dm, CacheConfig(cache="disk"), str(tmp_path))
+    return cache
+
+
+def test_disk_cache_key_follows_the_weights_content_and_the_seed(tmp_path, caplog):
+    weights = tmp_path / "resnet18.pth"
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    folder = tmp_path / ".ftlab_features"
+    with caplog.at_level("INFO", logger="ftlab.features.cache"):
+        assert _val_cache(str(weights), tmp_path).loader("val", 0, 1) is not None
+        assert _val_cache(str(weights), tmp_path).loader("val", 0, 1) is not None
+    assert len(list(folder.glob("*-val-*.pt"))) == 1 and "loaded" in caplog.text  # same file: reused
+    torch.manual_seed(2)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)  # rewritten in place
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ftlab.features.cache"):
+        _val_cache(str(weights), tmp_path).loader("val", 0, 1)
+    assert len(list(folder.glob("*-val-*.pt"))) == 2 and "from images" in caplog.text  # rebuilt
+    keys = {_val_cache(None, tmp_path, seed=seed)._key("val", 6, 1, "float32") for seed in (3, 3, 4)}
+    assert len(keys) == 2  # a random init is known by its seed: same seed, same key; another, another
+
+
+def test_disk_cache_is_a_memory_map_that_worker_processes_read_like_the_main_process(tmp_path):
+    batches = {}
+    for workers in (0, 2):
+        loader = _val_cache(None, tmp_path, workers=workers).loader("train", 0, 1)
+        assert loader is not None and loader.num_workers == workers
+        batches[workers] = list(loader)
+    assert loader.dataset.path is not None and loader.dataset.path.is_file()
+    assert len(batches[0]) == len(batches[2]) == 4
+    for a, b in zip(batches[0], batches[2], strict=True):
+        assert a.start == b.start == 6
+        torch.testing.assert_close(a.features, b.features, rtol=0, atol=0)
+        torch.testing.assert_close(a.labels, b.labels)
