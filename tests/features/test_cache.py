@@ -16,6 +16,8 @@ from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.features.cache import FeatureCache, attach_feature_cache
 from ftlab.finetune.phases import build_phases
 from ftlab.models.module import Classifier
+from ftlab.training.run import train
+from tests.helpers.cli import TINY
 
 
 class _Losses(Callback):
@@ -78,9 +80,12 @@ def _run(
         ("linear_probe", "none", {}),  # head on pooled features
     ],
 )
-def test_cached_training_equals_uncached(strategy, augment, kwargs):
+def test_cached_training_equals_uncached(strategy, augment, kwargs, caplog):
     plain, plain_rec, _ = _run("off", strategy, augment, **kwargs)
-    cached, cached_rec, _ = _run("memory", strategy, augment, **kwargs)
+    with caplog.at_level("INFO", logger="ftlab.features.cache"):
+        cached, cached_rec, _ = _run("memory", strategy, augment, **kwargs)
+    if strategy == "gradual":  # built once after layer2; val after layer3 derived from it, not from images
+        assert "val after stage layer3 (epochs 0-1) derived from the layer2 cache" in caplog.text
     assert cached_rec.cached_batches == len(cached_rec.losses) > 0  # every step trained on cached features
     assert plain_rec.cached_batches == 0
     torch.testing.assert_close(
@@ -213,3 +218,15 @@ def test_disk_cache_is_a_memory_map_that_worker_processes_read_like_the_main_pro
         assert a.start == b.start == 6
         torch.testing.assert_close(a.features, b.features, rtol=0, atol=0)
         torch.testing.assert_close(a.labels, b.labels)
+
+
+def test_last_stages_preset_builds_each_split_once_in_a_real_run(compose_cfg, caplog):
+    """`finetune=last_stages` through `train(cfg)`: one build per split, after layer3, for every epoch."""
+    overrides = ["+experiment=smoke", *TINY, "finetune=last_stages", "finetune.unfreeze_at_epoch=1"]
+    cfg = compose_cfg([*overrides, "trainer.max_epochs=3", "logger=csv", "data.image_size=32"])
+    with caplog.at_level("INFO", logger="ftlab.features.cache"):
+        metrics, objects = train(cfg)
+    builds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature cache: ")]
+    assert [b.split(" after")[0] for b in builds] == ["feature cache: val", "feature cache: train"], builds
+    assert all("after stage layer3 (epochs 0-2) from images" in b for b in builds)
+    assert objects["trainer"].current_epoch == 3 and "val/acc" in metrics
