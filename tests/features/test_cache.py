@@ -155,7 +155,7 @@ def test_planned_boundary_at_shipped_defaults_trains_like_images_and_val_acc_is_
         cached, rec, trainer = _run(
             "auto", "top_k", "hflip", epochs=3, dtype=CacheConfig().dtype, top_k=1, unfreeze_at_epoch=1
         )
-    builds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature cache: ")]
+    builds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature cache built: ")]
     assert len(builds) == 2 and all("after stage layer3" in b and "float32" in b for b in builds), builds
     assert rec.cached_batches == len(rec.losses) > 0
     torch.testing.assert_close(torch.tensor(rec.losses), torch.tensor(plain_rec.losses), rtol=1e-4, atol=1e-5)
@@ -226,7 +226,10 @@ def test_last_stages_preset_builds_each_split_once_in_a_real_run(compose_cfg, ca
     cfg = compose_cfg([*overrides, "trainer.max_epochs=3", "logger=csv", "data.image_size=32"])
     with caplog.at_level("INFO", logger="ftlab.features.cache"):
         metrics, objects = train(cfg)
-    builds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature cache: ")]
-    assert [b.split(" after")[0] for b in builds] == ["feature cache: val", "feature cache: train"], builds
+    builds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature cache built: ")]
+    assert [b.split(" after")[0] for b in builds] == [
+        "feature cache built: val",
+        "feature cache built: train",
+    ]
     assert all("after stage layer3 (epochs 0-2) from images" in b for b in builds)
     assert objects["trainer"].current_epoch == 3 and "val/acc" in metrics

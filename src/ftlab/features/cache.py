@@ -27,7 +27,8 @@ from ftlab.data.batches import CollateFeatures
 from ftlab.data.datamodule import ImageDataModule
 from ftlab.data.sampling import EpochSampler
 from ftlab.errors import FtlabError
-from ftlab.features.planner import Plan, Segment, frozen_boundaries, plan
+from ftlab.features import planner
+from ftlab.features.planner import Plan, Segment
 from ftlab.finetune.phases import Schedule
 from ftlab.models.module import Classifier
 
@@ -141,13 +142,13 @@ class FeatureCache:
             return self.plans
         names = list(self.module.stages)
         has_params = [any(True for _ in s.parameters()) for s in self.module.stages.values()]
-        self.boundaries = frozen_boundaries(self.schedule, has_params, names, horizon)
+        self.boundaries = planner.frozen_boundaries(self.schedule, has_params, names, horizon)
         costs = self.stage_costs() if any(self.boundaries) else [1.0] * len(names)
         self.plans = {}
         for split in ("train", "val"):
             views = self.views(split)
             on_disk = self._on_disk(split, views) if self.config.cache == "auto" else []
-            self.plans[split] = plan(
+            self.plans[split] = planner.plan(
                 self.boundaries, views, costs, forced=self.config.cache != "auto", free_from=on_disk
             )
             self._log_plan(split, self.plans[split])
@@ -255,8 +256,8 @@ class FeatureCache:
             built, how = made
             features = built.dataset.features
             log.info(
-                "feature cache: %s after stage %s (epochs %d-%d) %s: %d images x %d view(s), %.1f MB %s "
-                "in %s, %.2f s",
+                "feature cache built: %s after stage %s (epochs %d-%d) %s: %d images x %d view(s), "
+                "%.1f MB %s in %s, %.2f s",
                 split,
                 self._stage_name(segment.boundary),
                 segment.start,
