@@ -8,7 +8,7 @@ import hashlib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
@@ -17,6 +17,7 @@ from torchvision.transforms import v2
 
 from ftlab.config.types import check_types
 from ftlab.data import transforms
+from ftlab.data.batches import FeatureBatch
 from ftlab.data.datasets import FileImages, LabeledImages, TensorImages
 from ftlab.data.images import load_rgb
 from ftlab.data.preprocessing import Preprocessing
@@ -25,8 +26,13 @@ from ftlab.data.sources.base import Source
 from ftlab.data.sources.registry import SOURCES
 from ftlab.errors import FtlabError, did_you_mean
 
-if TYPE_CHECKING:
-    from ftlab.features.cache import FeatureCache
+
+class FeatureSource(Protocol):
+    """What the DataModule asks a feature cache (`ftlab.features.FeatureCache`) for each epoch's loader."""
+
+    def loader(self, split: str, epoch: int, epochs: int | None) -> DataLoader | None:
+        """Loader of `FeatureBatch`es for `split` at `epoch` of a run of `epochs`, or None: use images."""
+        ...
 
 
 class FileBatches:
@@ -78,7 +84,7 @@ class ImageDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment, self.preprocess_on, self.seed = augment, preprocess_on, seed
-        self.cache: FeatureCache | None = None
+        self.cache: FeatureSource | None = None
         self.train_set: LabeledImages | None = None
         self.val_set: LabeledImages | None = None
 
@@ -112,7 +118,7 @@ class ImageDataModule(L.LightningDataModule):
         """The trainer's epoch (0 before fitting)."""
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def attach_cache(self, cache: FeatureCache | None) -> None:
+    def attach_cache(self, cache: FeatureSource | None) -> None:
         """Serve cached frozen-prefix features instead of images whenever the cache can."""
         self.cache = cache
 
@@ -164,13 +170,17 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
         )
 
+    def _cached(self, split: str) -> DataLoader | None:
+        if self.cache is None:
+            return None
+        epochs = self.trainer.max_epochs if self.trainer is not None else None
+        return self.cache.loader(split, self.current_epoch(), epochs)
+
     def train_dataloader(self) -> DataLoader:
-        cached = self.cache.loader("train", self, self.current_epoch()) if self.cache else None
-        return cached or self._loader(self.train_set, shuffle=True)
+        return self._cached("train") or self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        cached = self.cache.loader("val", self, self.current_epoch()) if self.cache else None
-        return cached or self._loader(self.val_set, shuffle=False)
+        return self._cached("val") or self._loader(self.val_set, shuffle=False)
 
     def device_transform(self, images: torch.Tensor) -> torch.Tensor:
         """What runs on the device after transfer: resize/crop if still needed, then normalise."""
@@ -180,18 +190,10 @@ class ImageDataModule(L.LightningDataModule):
             return transforms.preprocess(images, self.preprocessing)
         return transforms.normalize(images, self.preprocessing)
 
-    def _serving_features(self) -> bool:
-        """The batches in flight are cached features, not images."""
-        if self.cache is None or self.trainer is None:
-            return False
-        split = "train" if self.trainer.training else "val"
-        input_stage: dict[str, int] = getattr(self.trainer.lightning_module, "input_stage", {})
-        return bool(input_stage.get(split, 0))
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, FeatureBatch):  # cached stage outputs: only the storage dtype changes
+            return batch._replace(features=batch.features.float())
         images, labels = batch
-        if self._serving_features():
-            return images.float(), labels
         return self.device_transform(images), labels
 
 
