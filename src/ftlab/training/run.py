@@ -145,4 +145,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if checkpoint is not None and checkpoint.best_model_path:
             best = metrics.get("best/val_acc", float("nan"))
             console.print(f"best checkpoint: {checkpoint.best_model_path}  (val/acc {best:.4f})")
+        if cfg.get("calibrate") and checkpoint is not None and checkpoint.best_model_path:
+            from ftlab.inference.evaluation import calibrate  # temperature scaling on the val split
+
+            temperature, before, after = calibrate(checkpoint.best_model_path, cfg.data, cfg.seed, "auto")
+            console.print(f"calibrated: temperature {temperature:.4f} (val NLL {before:.4f} -> {after:.4f})")
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "summary": summary}
