@@ -119,7 +119,7 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
 
 
 def _with_orientation(pixels: np.ndarray, path, orientation: int, fmt: str) -> None:
-    """Save `pixels` with an EXIF Orientation tag (0x0112), as a camera that did not rotate the pixels does."""
+    """Save `pixels` with an EXIF Orientation tag (0x0112), as a camera that leaves the pixels unrotated."""
     exif = Image.Exif()
     exif[0x0112] = orientation
     Image.fromarray(pixels).save(path, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))

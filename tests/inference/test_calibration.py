@@ -75,6 +75,7 @@ def calibrated(tmp_path: Path) -> tuple[Path, float]:
     return ckpt, 2.5
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:FutureWarning")  # TorchScript is deprecated upstream
 def test_stored_temperature_applies_in_predict_and_export(calibrated, tmp_path):
     ckpt, temperature = calibrated
     assert read_record(ckpt)["temperature"] == temperature
@@ -101,6 +102,12 @@ def test_stored_temperature_applies_in_predict_and_export(calibrated, tmp_path):
     torch.testing.assert_close(onnx_probs, expected, rtol=1e-4, atol=1e-5)
     meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert json.loads(meta["temperature"]) == temperature
+    script_path, _ = export(
+        ExportOptions(ckpt_path=str(ckpt), format="torchscript", output=str(tmp_path / "m.pt"))
+    )
+    with torch.no_grad():
+        script_logits = torch.jit.load(str(script_path))(torch.from_numpy(batch))
+    torch.testing.assert_close(torch.softmax(script_logits, dim=1), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_eval_calibrate_stores_the_temperature_and_writes_the_reliability_diagram(tmp_path):

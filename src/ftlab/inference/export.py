@@ -41,7 +41,9 @@ class ScaledLogits(nn.Module):
 def exported_network(model: TrainedModel) -> nn.Module:
     """What goes into the file: the classifier, divided by its temperature when it is calibrated."""
     temperature = model.temperature
-    return model.module if temperature is None else ScaledLogits(model.module, temperature).eval()
+    if temperature is None:
+        return model.module
+    return ScaledLogits(model.module.net, temperature).eval()  # the plain torchvision network: traceable
 
 
 def metadata(model: TrainedModel) -> dict[str, Any]:
@@ -98,7 +100,11 @@ def export_torchscript(
     """TorchScript (traced) with the record in `_extra_files["ftlab.json"]`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript is deprecated upstream, still widely deployed
-        script = torch.jit.trace(exported_network(model), example)
+        network = exported_network(model)
+        if network is model.module:
+            script = model.module.to_torchscript(method="trace", example_inputs=example)
+        else:
+            script = torch.jit.trace(network, example)
         extra = {"ftlab.json": json.dumps(record)}
         atomic_write(path, lambda f: torch.jit.save(script, f, _extra_files=extra))
 
