@@ -139,3 +139,26 @@ def test_eval_calibrate_stores_the_temperature_and_writes_the_reliability_diagra
     assert metrics["calibration"]["nll"] == pytest.approx(fit["val_nll_after"], rel=1e-4)  # split=val
     with Image.open(tmp_path / "reliability_diagram.png") as diagram:
         assert diagram.width > 100
+
+
+@pytest.mark.slow
+def test_training_calibrates_best_checkpoint_and_eval_logs_the_diagram_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.helpers.cli import TINY, run_cli
+
+    args = ["+experiment=smoke", *TINY, "trainer.max_epochs=1", "calibrate=true", f"paths.log_dir={tmp_path}"]
+    train = run_cli("ftlab.train", args, cwd=tmp_path)
+    assert train.returncode == 0, train.stderr[-3000:]
+    (run_dir,) = (tmp_path / "smoke").iterdir()
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    temperature = read_record(ckpt)["temperature"]
+    assert f"calibrated: temperature {temperature:.4f}" in train.stdout
+    evaluate = run_cli(
+        "ftlab.eval", [f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}"], cwd=tmp_path
+    )
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    assert "probabilities: calibrated" in evaluate.stdout
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert "eval/reliability_diagram" in events.Tags()["images"]

@@ -24,6 +24,7 @@ from ftlab.config.location import config_dir
 from ftlab.config.schemas import checked_options
 from ftlab.errors import report_errors
 from ftlab.inference import evaluation
+from ftlab.inference.calibration import describe
 from ftlab.inference.evaluation import Report, log_to_tensorboard, tensorboard_folder
 
 __all__ = ["EvalOptions", "Report", "evaluate", "main"]
@@ -58,7 +59,8 @@ def main(cfg: DictConfig) -> float:
     if fit:
         console.print(
             f"calibrated: temperature {fit['temperature']:.4f} fitted on the val split (val NLL "
-            f"{fit['val_nll_before']:.4f} -> {fit['val_nll_after']:.4f}), stored in {about['ckpt_path']}"
+            f"{fit['val_nll_before']:.4f} -> {fit['val_nll_after']:.4f}), stored in {about['ckpt_path']}",
+            soft_wrap=True,
         )
     for table in [*report.tables(), report.calibration_table()]:
         console.print(table)
@@ -67,6 +69,7 @@ def main(cfg: DictConfig) -> float:
     if board is not None:
         log_to_tensorboard(report, board)
         console.print(f"reliability diagram added to TensorBoard: {board} (eval/reliability_diagram)")
+    console.print(describe(report.temperature), soft_wrap=True)
     console.print(f"accuracy: {report.accuracy:.4f}")
     console.print("written: " + "  ".join(str(p) for p in written))
     return report.accuracy

@@ -28,7 +28,7 @@ from torchmetrics.classification import (
 
 from ftlab.data import build_datamodule, build_source
 from ftlab.errors import FtlabError
-from ftlab.inference.calibration import ECE_BINS, Calibration, describe, fit_temperature, store_temperature
+from ftlab.inference.calibration import ECE_BINS, Calibration, fit_temperature, store_temperature
 from ftlab.inference.checkpoint import TrainedModel, class_mismatch, read_record
 from ftlab.inference.plots import confusion_figure, reliability_figure, save_figure
 
@@ -162,7 +162,7 @@ class Report:
     def calibration_table(self) -> Table:
         """ECE, NLL and Brier score as a rich table."""
         assert self.calibration is not None
-        table = Table(title=describe(self.temperature))
+        table = Table(title="calibration (lower is better)")
         for column in ("ECE (15 bins)", "NLL", "Brier"):
             table.add_column(column, justify="right")
         table.add_row(*(f"{v:.4f}" for v in self.calibration.as_dict().values()))
