@@ -220,20 +220,22 @@ def evaluation_logits(
     return model, torch.cat(logits), torch.cat(target), len(dataset)  # type: ignore[arg-type]
 
 
-def calibrate(
-    ckpt_path: str, data_cfg: DictConfig, seed: int, device: str = "auto"
-) -> tuple[float, float, float]:
-    """Fit temperature scaling on the validation split and store it in the checkpoint.
-
-    Returns the temperature and the validation NLL before and after. Logits are taken without any stored
-    temperature, so calibrating again refits from scratch.
-    """
-    options = _Options(ckpt_path=ckpt_path, device=device)
-    _, logits, target, _ = evaluation_logits(options, data_cfg, seed, "val")
+def fit_and_store(ckpt_path: str, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Fit temperature scaling on val logits and store it in the checkpoint; T and the NLL before/after."""
     temperature = fit_temperature(logits, target)
     before, after = Calibration.of(logits, target).nll, Calibration.of(logits / temperature, target).nll
     store_temperature(ckpt_path, temperature)
-    return temperature, before, after
+    return {"temperature": temperature, "val_nll_before": before, "val_nll_after": after}
+
+
+def calibrate(ckpt_path: str, data_cfg: DictConfig, seed: int, device: str = "auto") -> dict[str, float]:
+    """Fit temperature scaling on the validation split and store it in the checkpoint (training's hook).
+
+    Logits are taken without any stored temperature, so calibrating again refits from scratch.
+    """
+    options = _Options(ckpt_path=ckpt_path, device=device)
+    _, logits, target, _ = evaluation_logits(options, data_cfg, seed, "val")
+    return fit_and_store(ckpt_path, logits, target)
 
 
 @dataclass
@@ -245,22 +247,24 @@ class _Options:
 def evaluate(options: Any, cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
     """Evaluate `options.ckpt_path` on `cfg.data` or the run's own data; the report and what was used.
 
-    With `options.calibrate`, temperature scaling is fitted on the validation split and stored first.
+    With `options.calibrate`, temperature scaling is first fitted on the validation split and stored.
     """
     if options.split not in SPLITS:
         raise FtlabError(f"split={options.split!r}: use one of {', '.join(SPLITS)}.")
     read_record(options.ckpt_path)
     data_cfg, seed, data_from = data_config(cfg, options.ckpt_path, options.seed)
     about: dict[str, Any] = {}
-    if getattr(options, "calibrate", False):
-        temperature, before, after = calibrate(options.ckpt_path, data_cfg, seed, options.device)
-        about["calibration_fit"] = {
-            "temperature": temperature,
-            "val_nll_before": before,
-            "val_nll_after": after,
-        }
     model, logits, target, count = evaluation_logits(options, data_cfg, seed, options.split)
-    report = Report.from_logits(model.class_names, logits, target, model.temperature)
+    temperature = model.temperature
+    if getattr(options, "calibrate", False):
+        val = (
+            (logits, target)
+            if options.split == "val"
+            else evaluation_logits(options, data_cfg, seed, "val")[1:3]
+        )
+        about["calibration_fit"] = fit_and_store(options.ckpt_path, *val)
+        temperature = about["calibration_fit"]["temperature"]
+    report = Report.from_logits(model.class_names, logits, target, temperature)
     about = {
         "ckpt_path": str(options.ckpt_path),
         "data": OmegaConf.to_container(data_cfg, resolve=True),
