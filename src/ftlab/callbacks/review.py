@@ -185,9 +185,8 @@ class TensorBoardReview(Callback):
             lines.append(f"| {item} | {i} | {names[int(true)]} | {names[int(pred)]} | {prob:.3f} |")
         if not tiles:
             return
-        grid = make_grid(
-            torch.stack(tiles), nrow=min(8, len(tiles)), padding=2, pad_value=255
-        )  # 8: pairs stay in a row
+        # 8 per row (an even number): an image and its overlay always share a row
+        grid = make_grid(torch.stack(tiles), nrow=min(8, len(tiles)), padding=2, pad_value=255)
         logger.experiment.add_image(WORST_TAG, grid, trainer.global_step)
         logger.experiment.add_text(WORST_TAG, "\n".join(lines), trainer.global_step)
 
