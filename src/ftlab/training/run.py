@@ -144,4 +144,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if checkpoint is not None and checkpoint.best_model_path:
             best = metrics.get("best/val_acc", float("nan"))
             console.print(f"best checkpoint: {checkpoint.best_model_path}  (val/acc {best:.4f})")
+        if cfg.get("calibrate") and checkpoint is not None and checkpoint.best_model_path:
+            from ftlab.inference.evaluation import calibrate  # temperature scaling on the val split
+
+            fit = calibrate(checkpoint.best_model_path, cfg.data, cfg.seed, "auto")
+            console.print(
+                f"calibrated: temperature {fit['temperature']:.4f} "
+                f"(val NLL {fit['val_nll_before']:.4f} -> {fit['val_nll_after']:.4f})"
+            )
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "summary": summary}
