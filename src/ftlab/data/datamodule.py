@@ -121,11 +121,13 @@ class ImageDataModule(L.LightningDataModule):
         assert dataset is not None, "call setup() first"
         return dataset
 
-    def raw_images(self, split: str) -> torch.Tensor | FileBatches:
+    def raw_images(self, split: str) -> torch.Tensor | FileBatches | Any:
         """The split's images before augmentation, sliceable into uint8 batches."""
         dataset = self._split_set(split)
         if isinstance(dataset, TensorImages):
             return dataset.images
+        if hasattr(dataset, "batches"):  # streamed sources (litdata) cut their own batches
+            return dataset.batches(self.preprocessing)
         assert isinstance(dataset, FileImages)
         return FileBatches(dataset.paths, self.preprocessing)
 
@@ -138,6 +140,8 @@ class ImageDataModule(L.LightningDataModule):
         digest = hashlib.sha1(self.raw_labels(split).numpy().tobytes())
         if isinstance(dataset, TensorImages):
             digest.update(dataset.images.contiguous().numpy().tobytes())
+        elif hasattr(dataset, "content_digest"):  # streamed sources (litdata): the chunks' content
+            digest.update(dataset.content_digest().encode())
         else:
             for path in dataset.paths:  # type: ignore[attr-defined]
                 stat = Path(path).stat()
