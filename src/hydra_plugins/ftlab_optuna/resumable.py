@@ -38,7 +38,8 @@ def _reseed(sampler: Any, seed: int) -> None:
     """Seed the sampler's random state (and its start-up random sampler's): Optuna has no public setter."""
     import numpy as np
 
-    for part in (sampler, getattr(sampler, "_random_sampler", None)):
+    parts: list[Any] = [sampler, getattr(sampler, "_random_sampler", None)]
+    for part in parts:
         if isinstance(getattr(part, "_rng", None), np.random.RandomState):
             part._rng = np.random.RandomState(seed)
 
@@ -61,7 +62,7 @@ class ResumableOptunaSweeper(OptunaSweeper):
         seed = OmegaConf.select(config, "hydra.sweeper.sampler.seed")
         if seed is not None:  # the first run's seed would suggest the first run's parameters again
             _reseed(impl.sampler, int(seed) + len(self.trials))
-        study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
+        study = optuna.load_study(study_name=str(impl.study_name), storage=str(impl.storage))
         finished = [t for t in self.trials if t.state.name in FINISHED]
         interrupted = [t for t in self.trials if t.state.name == "RUNNING"]
         for trial in interrupted:  # killed mid-trial: mark failed, run again with the same parameters
