@@ -44,6 +44,17 @@ class FileBatches:
         )
 
 
+def _worker_context(num_workers: int) -> str | None:
+    """Start method for loader workers: the default, except inside joblib's loky workers (hydra/launcher=
+    joblib), whose 'loky' start method cannot start DataLoader workers; there fork (or spawn) is used."""
+    import multiprocessing
+
+    method = multiprocessing.get_start_method(allow_none=True)
+    if num_workers == 0 or method in (None, "fork", "spawn", "forkserver"):
+        return None
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 AUGMENTS = ("none", "hflip")
 PREPROCESS_ON = ("device", "cpu")
 
@@ -166,6 +177,7 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            multiprocessing_context=_worker_context(self.num_workers),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -132,7 +132,7 @@ def test_prepare_writes_chunks_with_optimize_and_train_reads_them(tmp_path) -> N
         cwd=tmp_path,
     )
     assert prep.returncode == 0, prep.stderr[-3000:]
-    assert "train with: data=litdata" in prep.stdout.replace("\n", " ")
+    assert "train with: data=litdata" in " ".join(prep.stdout.split())
     args = ["data=litdata", f"data.root={tmp_path / 'chunks'}", "data.image_size=32", "model.weights=null"]
     args += ["trainer=cpu", "trainer.max_epochs=1", "data.batch_size=8", "callbacks.rich_progress_bar=null"]
     train = run_cli("ftlab.train", [*args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
