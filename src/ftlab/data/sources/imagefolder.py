@@ -94,6 +94,8 @@ class ImageFolderSource:
         """(path, reason) of the files in `paths` that do not decode: a thread pool, with a progress bar."""
         from rich.progress import Progress
 
+        if not paths:
+            return []
         start = time.monotonic()
         problems: list[str | None] = []
         with (
