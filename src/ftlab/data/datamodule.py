@@ -50,6 +50,17 @@ class FileBatches:
         )
 
 
+def _worker_context(num_workers: int) -> str | None:
+    """Start method for loader workers: the default, except inside joblib's loky workers (hydra/launcher=
+    joblib), whose 'loky' start method cannot start DataLoader workers; there fork (or spawn) is used."""
+    import multiprocessing
+
+    method = multiprocessing.get_start_method(allow_none=True)
+    if num_workers == 0 or method in (None, "fork", "spawn", "forkserver"):
+        return None
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 AUGMENTS = ("none", "hflip")
 PREPROCESS_ON = ("device", "cpu")
 
@@ -127,11 +138,13 @@ class ImageDataModule(L.LightningDataModule):
         assert dataset is not None, "call setup() first"
         return dataset
 
-    def raw_images(self, split: str) -> torch.Tensor | FileBatches:
+    def raw_images(self, split: str) -> torch.Tensor | FileBatches | Any:
         """The split's images before augmentation, sliceable into uint8 batches."""
         dataset = self._split_set(split)
         if isinstance(dataset, TensorImages):
             return dataset.images
+        if hasattr(dataset, "batches"):  # streamed sources (litdata) cut their own batches
+            return dataset.batches(self.preprocessing)
         assert isinstance(dataset, FileImages)
         return FileBatches(dataset.paths, self.preprocessing)
 
@@ -144,6 +157,8 @@ class ImageDataModule(L.LightningDataModule):
         digest = hashlib.sha1(self.raw_labels(split).numpy().tobytes())
         if isinstance(dataset, TensorImages):
             digest.update(dataset.images.contiguous().numpy().tobytes())
+        elif hasattr(dataset, "content_digest"):  # streamed sources (litdata): the chunks' content
+            digest.update(dataset.content_digest().encode())
         else:
             for path in dataset.paths:  # type: ignore[attr-defined]
                 stat = Path(path).stat()
@@ -168,6 +183,7 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            multiprocessing_context=_worker_context(self.num_workers),
         )
 
     def _cached(self, split: str) -> DataLoader | None:
