@@ -1,4 +1,4 @@
-"""`data.exclude=<file>`: every source, composed as `ftlab.train` composes it, leaves the listed images out."""
+"""`data.exclude=<file>`: every source, composed as `ftlab.train` composes it, drops the listed images."""
 
 from __future__ import annotations
 

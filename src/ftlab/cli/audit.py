@@ -55,7 +55,9 @@ def run_audit(cfg: DictConfig) -> tuple[AuditResult, dict[str, Any], AuditOption
     if not -1.0 <= options.near_threshold <= 1.0:
         raise FtlabError(f"near_threshold={options.near_threshold}: a cosine similarity lies in [-1, 1].")
     if options.folds < 2 or options.batch_size < 1:
-        raise FtlabError(f"folds={options.folds}, batch_size={options.batch_size}: give folds >= 2, batch_size >= 1.")
+        raise FtlabError(
+            f"folds={options.folds}, batch_size={options.batch_size}: give folds >= 2, batch_size >= 1."
+        )
     model_cfg = checked(cfg, "model")
     source = build_source(cfg.data, options.seed)
     preflight.check(source, model_cfg.backbone, model_cfg.weights)
@@ -95,7 +97,10 @@ def main(cfg: DictConfig) -> None:
     report = write_markdown(result, thumbs, out_dir, options.thumb_size, options.max_rows)
     if options.suspects_out:
         count = write_suspects(result, Path(options.suspects_out).expanduser())
-        print(f"suspects: {count} ids in {options.suspects_out} (train with data.exclude=<that file>)", file=sys.stderr)
+        print(
+            f"suspects: {count} ids in {options.suspects_out} (train with data.exclude=<that file>)",
+            file=sys.stderr,
+        )
     if options.format == "json":
         print(json.dumps(result.to_json(), indent=2))
         return

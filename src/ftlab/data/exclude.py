@@ -24,9 +24,8 @@ def image_ids(dataset: LabeledImages, split: str) -> list[str]:
 
     A split that `data.exclude` thinned keeps its images' original ids, so a later list still matches.
     """
-    kept: list[str] | None = getattr(dataset, "ids", None)
-    if kept is not None:
-        return list(kept)
+    if dataset.ids is not None:
+        return list(dataset.ids)
     if isinstance(dataset, FileImages):
         return [str(path) for path in dataset.paths]
     return [f"{split}:{index}" for index in range(len(dataset))]
@@ -74,7 +73,7 @@ def drop_excluded(dataset: LabeledImages, split: str, excluded: set[str]) -> Lab
         index = torch.as_tensor(keep, dtype=torch.long)
         labels = torch.as_tensor(dataset.labels)[index]
         thinned = TensorImages(dataset.images[index], labels, dataset.transform)
-    thinned.ids = [original[i] for i in keep]  # type: ignore[attr-defined]
+    thinned.ids = [original[i] for i in keep]
     return thinned
 
 

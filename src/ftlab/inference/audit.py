@@ -363,9 +363,7 @@ def write_markdown(
             continue
         lines += ["| image | duplicate | kind | cosine |", "|---|---|---|---:|"]
         for p in pairs[:max_rows]:
-            lines.append(
-                f"| {img(p.a)}<br>`{p.a}` | {img(p.b)}<br>`{p.b}` | {p.kind} | {p.similarity:.4f} |"
-            )
+            lines.append(f"| {img(p.a)}<br>`{p.a}` | {img(p.b)}<br>`{p.b}` | {p.kind} | {p.similarity:.4f} |")
     lines += ["", f"## Likely label errors ({len(result.label_suspects)})", ""]
     if result.probe_accuracy is not None:
         lines.append(
