@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from omegaconf import OmegaConf
 
+from ftlab.runs.report import load_runs, render
 from tests.callbacks.test_review import NO_PROXY, TENSORBOARD, _free_port
-from tests.helpers.cli import CONF
+from tests.helpers.cli import CONF, TINY, run_cli
 
 
 def _serve(logdir: Path, paths: list[str], ready: Any, timeout: float = 90) -> dict[str, Any]:
@@ -77,3 +79,20 @@ def test_sweep_opens_on_loss_and_accuracy_charts_with_runs_named_by_overrides(op
         "loss (train vs val)": ["^train/loss$", "^val/loss$"],
         "accuracy (train vs val)": ["^train/acc$", "^val/acc$"],
     }
+
+
+@pytest.mark.slow  # a two-job training sweep: about a minute on a shared 2-core CPU
+def test_command_line_sweep_names_runs_by_swept_values_and_report_reads_them(tmp_path: Path) -> None:
+    args = ["-m", "optimizer.lr=0.001,0.01", "finetune=full,linear_probe", "+experiment=smoke", *TINY]
+    result = run_cli("ftlab.train", [*args, "debug=fast", f"paths.log_dir={tmp_path / 'logs'}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "smoke" / "multirun").iterdir()
+    names = {p.parent.relative_to(sweep).as_posix() for p in sweep.rglob("events.out.tfevents.*")}
+    assert names == {
+        f"{job}/tensorboard/optimizer.lr={lr},finetune={ft}"
+        for job, (lr, ft) in enumerate(
+            [("0.001", "full"), ("0.001", "linear_probe"), ("0.01", "full"), ("0.01", "linear_probe")]
+        )
+    }
+    rows = json.loads(render(load_runs(sweep), "json"))
+    assert len(rows) == 4 and all(len(row["val_acc"]) == 1 for row in rows)
