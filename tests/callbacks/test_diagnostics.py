@@ -42,12 +42,10 @@ def test_drift_is_zero_while_frozen_and_positive_after_unfreezing(compose_cfg, t
     assert f"{drift[1][1]:.4f}" in table  # layer4's final drift
 
 
-@pytest.mark.parametrize("frozen", [False, True])
-def test_grad_norm_per_stage_matches_plain_autograd(frozen: bool) -> None:
+def test_grad_norm_per_stage_matches_plain_autograd() -> None:
     torch.manual_seed(0)
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=32)
-    if frozen:
-        module.stages["stem"].requires_grad_(False)
+    module.stages["stem"].requires_grad_(False)  # a frozen stage next to trained ones
     reference = copy.deepcopy(module)
     images, labels = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     torch.nn.functional.cross_entropy(reference(images), labels).backward()
@@ -76,6 +74,5 @@ def test_grad_norm_per_stage_matches_plain_autograd(frozen: bool) -> None:
     assert logged.keys() == {f"grad_norm/{name}" for name in expected}
     for name, value in expected.items():
         assert logged[f"grad_norm/{name}"] == pytest.approx(value, rel=1e-5), name
-    assert (logged["grad_norm/stem"] == 0.0) == frozen
-    drift = float(trainer.callback_metrics["drift/stem"])
-    assert (drift == 0.0) == frozen
+    assert logged["grad_norm/stem"] == 0.0 and float(trainer.callback_metrics["drift/stem"]) == 0.0
+    assert logged["grad_norm/layer1"] > 0 and float(trainer.callback_metrics["drift/layer1"]) > 0
