@@ -61,7 +61,8 @@ def test_optuna_search_runs_three_trials_and_reports(
 
 def _logged_span(run_dir: Path) -> tuple[float, float]:
     """Wall-clock interval over which a run wrote its TensorBoard events."""
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    folder = next((run_dir / "tensorboard").rglob("events.out.tfevents.*")).parent  # tensorboard/<overrides>
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     events.Reload()
     times = [e.wall_time for tag in events.Tags()["scalars"] for e in events.Scalars(tag)]
     return events.FirstEventTimestamp(), max(times)

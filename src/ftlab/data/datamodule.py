@@ -19,6 +19,7 @@ from ftlab.config.types import check_types
 from ftlab.data import transforms
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.datasets import FileImages, LabeledImages, TensorImages
+from ftlab.data.exclude import apply_exclude
 from ftlab.data.images import load_rgb
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.sampling import EpochSampler
@@ -84,6 +85,7 @@ class ImageDataModule(L.LightningDataModule):
         augment: str = "hflip",
         preprocess_on: str = "device",
         seed: int = 0,
+        exclude: str | None = None,
     ) -> None:
         super().__init__()
         if augment not in AUGMENTS:
@@ -95,6 +97,7 @@ class ImageDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment, self.preprocess_on, self.seed = augment, preprocess_on, seed
+        self.exclude = exclude  # file of image ids to leave out of both splits (data.exclude)
         self.cache: FeatureSource | None = None
         self.train_set: LabeledImages | None = None
         self.val_set: LabeledImages | None = None
@@ -121,7 +124,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set, self.val_set = self.source.load()
+            self.train_set, self.val_set = apply_exclude(*self.source.load(), self.exclude)
             self.train_set.transform = self._cpu_transform(train=True)
             self.val_set.transform = self._cpu_transform(train=False)
 
@@ -213,7 +216,15 @@ class ImageDataModule(L.LightningDataModule):
         return self.device_transform(images), labels
 
 
-LOADER_KEYS = ("batch_size", "num_workers", "pin_memory", "persistent_workers", "augment", "preprocess_on")
+LOADER_KEYS = (
+    "batch_size",
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "augment",
+    "preprocess_on",
+    "exclude",
+)
 
 
 def build_datamodule(
