@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import typing
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
@@ -24,13 +29,46 @@ from ftlab.config.schemas import (
 )
 from ftlab.config.types import check_types
 from ftlab.data import build_datamodule, build_source
-from ftlab.errors import FtlabError
+from ftlab.errors import FtlabError, verbose_enabled
 from ftlab.features import FeatureCache
 from ftlab.finetune.phases import build_phases
 from ftlab.inference.checkpoint import require_same_classes
 from ftlab.models.backbones import set_bn_momentum
 from ftlab.models.module import Classifier
 from ftlab.training import preflight
+
+
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising lines ("💡 Tip: For seamless cloud logging ... litlogger/litmodels")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+@contextlib.contextmanager
+def known_noise_filtered() -> Iterator[None]:
+    """Hide library messages a user cannot act on while the Trainer is built and runs.
+
+    FTLAB_VERBOSE=1 (or HYDRA_FULL_ERROR=1) shows everything. Only these known lines are hidden; any other
+    warning still prints.
+    """
+    if verbose_enabled():
+        yield
+        return
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    tips = _DropTips()
+    with warnings.catch_warnings():
+        # ftlab puts frozen stages (and their BatchNorm) in eval mode on purpose (`finetune.bn`): Lightning's
+        # "Found N module(s) in eval mode ... may lead to unexpected behavior" describes the intended state.
+        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", PossibleUserWarning)
+        # Lightning's pytree helper uses torch's deprecated LeafSpec every epoch: nothing a user can change.
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        # Lightning's tips advertise its cloud services (litlogger, litmodels); they are not about this run.
+        rank_zero_log.addFilter(tips)
+        try:
+            yield
+        finally:
+            rank_zero_log.removeFilter(tips)
 
 
 def _instantiate_all(node: DictConfig | None) -> list[Any]:
@@ -182,8 +220,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     summary = EpochSummary()
     callbacks = _instantiate_all(cfg.get("callbacks")) + [schedule, summary]
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with known_noise_filtered():
+        trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
