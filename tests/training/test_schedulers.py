@@ -24,7 +24,10 @@ RUN = [
     f"trainer.max_epochs={EPOCHS}",
     "trainer.num_sanity_val_steps=0",
     "callbacks=none",
-    "logger=csv",
+    "~logger",  # no files: the LRs are read from the optimizer
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "+trainer.enable_checkpointing=false",
     "+callbacks.lrs._target_=tests.training.test_schedulers.RecordLRs",
 ]
 EXTRA = {  # make each schedule show its shape within 6 steps
