@@ -34,6 +34,7 @@ from ftlab.config.schemas import checked_options
 from ftlab.data import build_datamodule, build_source
 from ftlab.errors import FtlabError, report_errors
 from ftlab.inference.checkpoint import TrainedModel, class_mismatch, read_record
+from ftlab.inference.tta import tta_probabilities, tta_views
 
 SPLITS = ("val", "all")
 DEFAULT_SEED = 42  # train.yaml's seed, for checkpoints whose run config is gone
@@ -47,6 +48,7 @@ class EvalOptions:
     split: str = "val"
     seed: int | None = None
     device: str = "auto"
+    tta: str = "none"
 
 
 @dataclass
@@ -187,6 +189,7 @@ def evaluate(cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
     options: Any = checked_options(cfg, EvalOptions, "eval")
     if options.split not in SPLITS:
         raise FtlabError(f"split={options.split!r}: use one of {', '.join(SPLITS)}.")
+    tta_views(torch.zeros(1, 3, 2, 2), options.tta)  # a wrong tta= fails before any data is loaded
     record = read_record(options.ckpt_path)
     data_cfg, seed, data_from = data_config(cfg, options.ckpt_path, options.seed)
     source = build_source(data_cfg, seed)
@@ -205,8 +208,8 @@ def evaluate(cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
     to_checkpoint = torch.tensor([model.class_names.index(name) for name in source.classes])
     preds, target = [], []
     for images, labels in loader:
-        logits = model.logits(datamodule.device_transform(images.to(model.device)))
-        preds.append(logits.argmax(dim=1))
+        batch = datamodule.device_transform(images.to(model.device))
+        preds.append(tta_probabilities(model.logits, batch, options.tta).argmax(dim=1))  # TTA hook
         target.append(to_checkpoint[labels])
     if not preds:
         raise FtlabError(f"split={options.split}: the data has no images to evaluate.")
@@ -218,6 +221,7 @@ def evaluate(cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
         "split": options.split,
         "seed": seed,
         "images": len(dataset),  # type: ignore[arg-type]
+        "tta": options.tta,
     }
     return report, about
 

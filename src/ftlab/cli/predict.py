@@ -28,6 +28,7 @@ from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.transforms import preprocess
 from ftlab.errors import FtlabError, report_errors
 from ftlab.inference.checkpoint import TrainedModel
+from ftlab.inference.tta import tta_probabilities, tta_views
 
 FORMATS = ("text", "json")
 
@@ -43,6 +44,7 @@ class PredictOptions:
     batch_size: int = 32
     num_workers: int = 2
     device: str = "auto"
+    tta: str = "none"
 
 
 def collect_images(inputs: list[str]) -> list[str]:
@@ -111,7 +113,12 @@ class Prediction:
 
 
 def predict(
-    model: TrainedModel, paths: list[str], top_k: int | None, batch_size: int, num_workers: int = 0
+    model: TrainedModel,
+    paths: list[str],
+    top_k: int | None,
+    batch_size: int,
+    num_workers: int = 0,
+    tta: str = "none",
 ) -> Iterator[Prediction | tuple[str, str]]:
     """Predictions in input order; (path, error) for a file that cannot be read."""
     k = len(model.class_names) if top_k is None else min(top_k, len(model.class_names))
@@ -123,7 +130,8 @@ def predict(
     )
     for batch in loader:
         good = [(idx, image) for idx, image, _ in batch if image is not None]
-        probs = model.probabilities(torch.stack([image for _, image in good])) if good else None
+        images = torch.stack([image for _, image in good]) if good else None
+        probs = tta_probabilities(model.logits, images, tta) if images is not None else None  # TTA hook
         rows = {idx: row for (idx, _), row in zip(good, probs if probs is not None else [], strict=True)}
         for idx, _, error in batch:
             if error is not None:
@@ -145,7 +153,9 @@ def run(options: PredictOptions, out: IO[str]) -> None:
     paths = collect_images(options.inputs)
     model = TrainedModel.load(options.ckpt_path, options.device)
     failed: list[str] = []
-    for result in predict(model, paths, options.top_k, options.batch_size, options.num_workers):
+    tta_views(torch.zeros(1, 3, 2, 2), options.tta)  # a wrong tta= fails before any image is read
+    batches = predict(model, paths, options.top_k, options.batch_size, options.num_workers, options.tta)
+    for result in batches:
         if isinstance(result, Prediction):
             print(result.json() if options.format == "json" else result.text(), file=out, flush=True)
         else:

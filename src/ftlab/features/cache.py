@@ -112,7 +112,14 @@ class FeatureCache:
             return 1
         if self.augment == "hflip":
             return self.config.views or 2
-        return self.config.views
+        if (split, -1) not in self._skipped:  # random crops, colour, MixUp...: infinitely many outcomes
+            self._skipped.add((split, -1))
+            log.info(
+                "feature cache: %s not cached: augmentation %s has no finite set of views",
+                split,
+                self.augment,
+            )
+        return None
 
     def _valid(self, entry: _Entry, boundary: int, epoch: int) -> bool:
         """Still correct at `epoch`: same boundary, and no stage before it trained since it was built."""

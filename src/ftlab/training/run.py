@@ -22,7 +22,7 @@ from ftlab.features import FeatureCache
 from ftlab.finetune.phases import build_phases
 from ftlab.inference.checkpoint import require_same_classes
 from ftlab.models.module import Classifier
-from ftlab.training import preflight
+from ftlab.training import preflight, recipes
 
 
 def _instantiate_all(node: DictConfig | None) -> list[Any]:
@@ -116,6 +116,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         scheduler_interval=interval,
         scheduler_monitor=monitor,
         channels_last=bool(cfg.trainer.get("channels_last", False)),
+        **recipes.loss_options(cfg),
     )
     schedule = build_schedule(finetune_cfg, module.trainable_stage_names)
     datamodule = build_datamodule(cfg.data, source, module.preprocessing, seed=cfg.seed)
@@ -130,6 +131,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         module.compile_stages(**compile_cfg)
     summary = EpochSummary()
     callbacks = _instantiate_all(cfg.get("callbacks")) + [schedule, summary]
+    callbacks += recipes.recipe_callbacks(cfg, schedule)  # early stopping, EMA
     loggers = _instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
