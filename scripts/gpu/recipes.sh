@@ -13,6 +13,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-python}
 SEEDS=${SEEDS:-42}
 OUT=${OUT:-$(mktemp -d /tmp/ftlab_recipes.XXXX)}
+mkdir -p "$OUT"
 DATA=()
 [[ -n "${FMNIST_DIR:-}" ]] && DATA=("data.system_dir=$FMNIST_DIR")
 TRAINER=${TRAINER:-gpu}   # TRAINER=cpu DEVICE=cpu EXTRA=debug=fast: a dry run of the script on a CPU

@@ -31,7 +31,10 @@ def _train(batch_size: int, accumulate: int) -> dict[str, torch.Tensor]:
     phases = build_phases("freeze_unfreeze", module.trainable_stage_names, unfreeze_at_epoch=1)
     schedule = FinetuneSchedule(phases, bn="all_frozen", warmup_epochs=0.5)
     data = ImageDataModule(
-        SyntheticSource(train_size=32, val_size=8), module.preprocessing, batch_size=batch_size, augment="none"
+        SyntheticSource(train_size=32, val_size=8),
+        module.preprocessing,
+        batch_size=batch_size,
+        augment="none",
     )
     trainer = L.Trainer(
         max_epochs=2,

@@ -36,6 +36,7 @@ class FinetuneSchema:
     warmup_epochs: float = 0.0
     bn: str = "frozen"
     no_decay_norm_bias: bool = True
+    lr_find: bool = False
 
 
 @dataclass

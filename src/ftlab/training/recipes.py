@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftlab.callbacks.early_stopping import PhaseAwareEarlyStopping
 from ftlab.callbacks.ema import EMA
+from ftlab.callbacks.lr_finder import PhaseLRFinder
 from ftlab.config.types import check_types
 from ftlab.finetune.phases import Schedule
 
@@ -41,7 +42,8 @@ def loss_options(cfg: DictConfig) -> dict[str, Any]:
 
 
 def recipe_callbacks(cfg: DictConfig, schedule: Schedule) -> list[Callback]:
-    """Early stopping and EMA callbacks, when `early_stopping.patience` / `ema.decay` are set."""
+    """Early stopping, LR finder and EMA callbacks, when `early_stopping.patience` / `finetune.lr_find` /
+    `ema.decay` are set (after the schedule callback, whose phases the LR finder edits)."""
     callbacks: list[Callback] = []
     stop = _group(cfg, "early_stopping", STOP_HINTS)
     if stop.get("patience") is not None:
@@ -54,6 +56,8 @@ def recipe_callbacks(cfg: DictConfig, schedule: Schedule) -> list[Callback]:
                 min_delta=float(stop.get("min_delta", 0.0)),
             )
         )
+    if cfg.get("finetune") is not None and cfg.finetune.get("lr_find"):
+        callbacks.append(PhaseLRFinder(schedule))
     ema = _group(cfg, "ema", EMA_HINTS)
     if ema.get("decay") is not None:
         callbacks.append(EMA(decay=float(ema["decay"]), warmup=bool(ema.get("warmup", True))))
