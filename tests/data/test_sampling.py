@@ -43,3 +43,26 @@ def test_two_ranks_take_disjoint_shares_of_one_draw():
     draw = torch.multinomial(weights, 100, replacement=True, generator=generator).tolist()
     assert shares[0] == draw[0::2] and shares[1] == draw[1::2]  # disjoint positions that make up the draw
     assert shares[0] != shares[1]
+
+
+def test_cached_features_are_drawn_balanced_too():
+    import torchvision
+    from torch.utils.data import DataLoader
+
+    from ftlab.data import ImageDataModule
+    from ftlab.data.preprocessing import Preprocessing
+    from ftlab.data.sources.synthetic import SyntheticSource
+    from ftlab.features.cache import CachedFeatures
+
+    features = CachedFeatures(torch.randn(1, len(LABELS), 4), LABELS, random_view=False)
+
+    class _Cache:  # stands in for FeatureCache: serves the training features
+        def loader(self, split, datamodule, epoch):
+            return DataLoader(features, batch_size=10)
+
+    prep = Preprocessing.from_weights(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
+    dm = ImageDataModule(SyntheticSource(train_size=8, val_size=8), prep, sampler="balanced")
+    dm.attach_cache(_Cache())  # type: ignore[arg-type]
+    labels = torch.cat([y for _, y in dm.train_dataloader()])
+    assert isinstance(dm.train_dataloader().sampler, BalancedSampler) and len(labels) == len(LABELS)
+    assert min(class_counts(labels, 3)) > 15  # class 2 has 5 images: drawn far more often than 5 times

@@ -188,7 +188,7 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
         )
 
-    def balanced_sampler(self, dataset: LabeledImages) -> BalancedSampler:
+    def balanced_sampler(self, dataset: Any) -> BalancedSampler:
         """`data.sampler=balanced`: classes drawn equally often; each DDP rank gets its own share."""
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
@@ -197,6 +197,11 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         cached = self.cache.loader("train", self, self.current_epoch()) if self.cache else None
+        if cached is not None and self.sampler == "balanced":  # cached features drawn class-balanced too
+            sampler = self.balanced_sampler(cached.dataset)
+            cached = DataLoader(
+                cached.dataset, cached.batch_size, sampler=sampler, pin_memory=cached.pin_memory
+            )
         return cached or self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
