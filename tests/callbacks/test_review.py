@@ -21,9 +21,9 @@ from ftlab.callbacks.review import (
     CLASS_ACC_PREFIX,
     CONFUSION_TAG,
     WORST_TAG,
-    confusion_figure_image,
     per_class_accuracy,
 )
+from ftlab.inference.plots import confusion_figure, figure_array
 
 TENSORBOARD = Path(sys.executable).with_name("tensorboard")
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
@@ -45,7 +45,7 @@ def test_per_class_accuracy_and_confusion_image() -> None:
     matrix = torch.tensor([[3, 1, 0], [0, 2, 2], [0, 0, 0]])
     acc = per_class_accuracy(matrix)
     assert acc[:2].tolist() == [0.75, 0.5] and torch.isnan(acc[2])
-    image = confusion_figure_image(matrix, ["a", "b", "c"])
+    image = figure_array(confusion_figure(matrix, ["a", "b", "c"]))
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert image.std() > 0  # something was drawn
 
@@ -81,16 +81,17 @@ def test_review_logs_images_class_accuracy_and_hparams(optuna_sweep: Path) -> No
         metric_tags = {m.name.tag for m in experiment.experiment.metric_infos}
         assert {"hparams/val_acc", "hparams/best_val_acc"} <= metric_tags
         assert events.Scalars("hparams/val_acc")[-1].value == pytest.approx(val_acc[-1].value)
-        # the worst misclassified images: as many tiles as table rows, when any image was wrong
+        # the worst misclassified images: one table row per image, each tile beside its Grad-CAM overlay
         unfrozen_from = int(next(str(o).split("=")[1] for o in overrides if "unfreeze_at_epoch" in str(o)))
         cached += unfrozen_from > 0  # the backbone was frozen: validation ran on cached features
         if val_acc[-1].value < 1.0:
             (grid,) = events.Images(WORST_TAG)
             table = events.Tensors(f"{WORST_TAG}/text_summary")[-1].tensor_proto.string_val[0].decode()
-            tiles = table.count("\n") - 1
+            items = table.count("\n") - 1
             wrong = round((1 - val_acc[-1].value) * 12)  # 12 validation images
-            assert tiles == min(wrong, 16)
-            assert grid.width == min(8, tiles) * (64 + 2) + 2
+            assert items == min(wrong, 16)
+            assert grid.width == min(8, 2 * items) * (64 + 2) + 2  # resnet18: every image has an overlay
+            assert grid.height == -(-2 * items // 8) * (64 + 2) + 2
             grids += 1
     assert grids >= 1 and cached >= 1, (grids, cached)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
+from ftlab.data.images import load_rgb
 from ftlab.data.sources.imagefolder import ImageFolderSource
 from ftlab.errors import FtlabError
 from tests.helpers.cli import run_clis
@@ -115,3 +116,37 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
     rgb16 = np.stack([ramp, 65535 - ramp, ramp // 2], -1)
     write_png16(tmp_path / "rgb16.png", rgb16)
     assert np.abs(read_rgb(tmp_path / "rgb16.png") - rgb16 / 257.0).max() <= 1
+
+
+def _with_orientation(pixels: np.ndarray, path, orientation: int, fmt: str) -> None:
+    """Save `pixels` with an EXIF Orientation tag (0x0112), as a camera that leaves the pixels unrotated."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pil_exif_transpose(tmp_path, orientation):
+    pixels = np.random.default_rng(orientation).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    for fmt, suffix in (("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp")):  # torchvision, torchvision, PIL
+        path = tmp_path / f"sideways.{suffix}"
+        _with_orientation(pixels, path, orientation, fmt)
+        with Image.open(path) as img:
+            expected = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        got = load_rgb(path).permute(1, 2, 0).numpy()
+        assert got.shape == expected.shape, (fmt, orientation)  # 5-8 swap height and width
+        assert np.array_equal(got, expected), (fmt, orientation)
+    if orientation in (5, 6, 7, 8):
+        assert got.shape[:2] == (40, 24)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_fast_decoders_give_pils_pixels(tmp_path, mode):
+    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+    pixels = np.random.default_rng(7).integers(0, 256, (20, 30, channels), dtype=np.uint8).squeeze()
+    for fmt in ("PNG", "JPEG") if mode != "RGBA" else ("PNG",):
+        path = tmp_path / f"image.{fmt.lower()}"
+        Image.fromarray(pixels, mode).save(path, fmt)
+        with Image.open(path) as img:
+            expected = np.asarray(img.convert("RGB"))
+        assert np.array_equal(load_rgb(path).permute(1, 2, 0).numpy(), expected), (mode, fmt)

@@ -34,15 +34,14 @@ def test_cached_features_live_on_the_gpu():
     from ftlab.config.schemas import CacheConfig
     from ftlab.data import ImageDataModule
     from ftlab.data.sources.synthetic import SyntheticSource
-    from ftlab.features.cache import FeatureCache
+    from ftlab.features.cache import attach_feature_cache
     from ftlab.finetune.phases import build_phases
     from ftlab.models.module import Classifier
 
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=64)
     schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
     dm = ImageDataModule(SyntheticSource(train_size=32, val_size=16), module.preprocessing, batch_size=8)
-    cache = FeatureCache(CacheConfig(), module, schedule, "/tmp", "hflip")
-    dm.attach_cache(cache)
+    cache = attach_feature_cache(module, schedule, dm, CacheConfig(), "/tmp")
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="gpu",

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from ftlab.data.batches import FeatureBatch
 from ftlab.data.sampling import epoch_seed
 from ftlab.finetune.lr_find import suggest, sweep
 from ftlab.finetune.param_groups import HEAD
@@ -127,7 +128,6 @@ class PhaseLRFinder(Callback):
             copy.deepcopy(module.state_dict()),
             copy.deepcopy(optimizer.state_dict()),
             _rng_state(),
-            dict(getattr(module, "lr_factors", {})),
         )
         trainable = self.schedule.phases[index].trainable
         losses: list[float] = []
@@ -135,10 +135,13 @@ class PhaseLRFinder(Callback):
         try:
             batches = self._batches(trainer)
             for mult in mults:
-                images, labels = trainer.strategy.batch_to_device(next(batches))
+                batch = trainer.strategy.batch_to_device(next(batches))
+                if isinstance(batch, FeatureBatch):  # cached activations of the frozen prefix
+                    inputs, start, labels = batch.features, batch.start, batch.labels
+                else:
+                    (inputs, labels), start = batch, 0
                 with trainer.precision_plugin.forward_context():
-                    logits = module(images, getattr(module, "input_stage", {}).get("train", 0))
-                    loss = module.criterion(logits, labels)  # type: ignore[operator]
+                    loss = module.criterion(module(inputs, start), labels)  # type: ignore[operator]
                 losses.append(float(loss.detach()))
                 optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
@@ -156,7 +159,6 @@ class PhaseLRFinder(Callback):
             optimizer.load_state_dict(saved[1])
             optimizer.zero_grad(set_to_none=True)
             _set_rng_state(saved[2])
-            module.lr_factors = saved[3]  # type: ignore[assignment]
         return losses
 
     def state_dict(self) -> dict[str, Any]:

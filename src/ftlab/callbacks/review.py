@@ -1,5 +1,6 @@
 """TensorBoard review of a run: a confusion matrix and per-class accuracy each validation epoch, a grid of the
-worst misclassified validation images and the HParams entry (hyperparameters with final metrics) at the end.
+worst misclassified validation images (each beside
+its Grad-CAM overlay) and the HParams entry (hyperparameters with final metrics) at the end.
 
 The callback reads the logits of the module's own validation forward pass (a forward hook), so it adds no
 extra pass, and it works whether the validation batches are images or cached frozen-prefix features: the grid
@@ -12,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -22,6 +22,12 @@ from torch.utils.hooks import RemovableHandle
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
+from ftlab.config.overrides import parse_overrides
+from ftlab.data.transforms import preprocess
+from ftlab.errors import FtlabError
+from ftlab.inference.gradcam import Explainer, overlay
+from ftlab.inference.plots import confusion_figure, figure_array
+
 CONFUSION_TAG = "val/confusion_matrix"
 CLASS_ACC_PREFIX = "val/class_acc/"
 WORST_TAG = "val/worst_misclassified"
@@ -30,31 +36,6 @@ HPARAM_METRICS = {
     "val/loss": "hparams/val_loss",
     "train/acc": "hparams/train_acc",
 }
-
-
-def confusion_figure_image(matrix: torch.Tensor, class_names: list[str]) -> np.ndarray:
-    """The confusion matrix (rows: true class, columns: predicted) with counts, as an RGB uint8 array."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    counts = matrix.cpu().numpy()
-    n = len(class_names)
-    side = min(2.5 + 0.45 * n, 12.0)
-    figure = Figure(figsize=(side, side), dpi=80)
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.imshow(counts, cmap="Blues")
-    axes.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true")
-    axes.set_xticklabels(class_names, rotation=45, ha="right")
-    axes.set_yticklabels(class_names)
-    if n <= 20:
-        threshold = counts.max() / 2 if counts.size else 0
-        for (row, col), value in np.ndenumerate(counts):
-            colour = "white" if value > threshold else "black"
-            axes.text(col, row, str(int(value)), ha="center", va="center", color=colour, fontsize=8)
-    figure.tight_layout()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
@@ -70,16 +51,21 @@ class TensorBoardReview(Callback):
         hparams: what the HParams tab compares (the run's Hydra overrides are added to it).
         worst_k: number of misclassified validation images in the final grid (0: no grid).
         min_tile: images smaller than this side are upscaled (nearest) in the grid, so CIFAR stays readable.
+        explain: put a Grad-CAM overlay (predicted class) beside each image of the grid (CNN backbones).
     """
 
     def __init__(
-        self, hparams: Mapping[str, Any] | None = None, worst_k: int = 16, min_tile: int = 64
+        self,
+        hparams: Mapping[str, Any] | None = None,
+        worst_k: int = 16,
+        min_tile: int = 64,
+        explain: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(hparams, DictConfig):
             hparams = OmegaConf.to_container(hparams, resolve=True)  # type: ignore[assignment]
         self.hparams = dict(hparams or {})
-        self.worst_k, self.min_tile = worst_k, min_tile
+        self.worst_k, self.min_tile, self.explain = worst_k, min_tile, explain
         self.confusion: MulticlassConfusionMatrix | None = None
         self._hook: RemovableHandle | None = None
         self._logits: torch.Tensor | None = None
@@ -141,7 +127,7 @@ class TensorBoardReview(Callback):
         self.worst = wrong[wrong[:, 3].argsort()[: self.worst_k]]
         logger = _tensorboard(trainer)
         if logger is not None and trainer.is_global_zero:
-            image = confusion_figure_image(matrix, names)
+            image = figure_array(confusion_figure(matrix, names))
             logger.experiment.add_image(CONFUSION_TAG, image, trainer.global_step, dataformats="HWC")
 
     # -- at the end ----------------------------------------------------------------------------------------
@@ -150,30 +136,56 @@ class TensorBoardReview(Callback):
         logger = _tensorboard(trainer)
         if logger is None or not trainer.is_global_zero:
             return
-        self._log_worst(trainer, logger, list(pl_module.class_names))  # type: ignore[arg-type]
+        self._log_worst(trainer, pl_module, logger, list(pl_module.class_names))  # type: ignore[arg-type]
         logger.log_hyperparams(self.params(), self.final_metrics(trainer))
 
-    def _log_worst(self, trainer: L.Trainer, logger: TensorBoardLogger, names: list[str]) -> None:
+    def _explainer(self, pl_module: L.LightningModule) -> Explainer | None:
+        if not self.explain:
+            return None
+        try:
+            return Explainer(pl_module)
+        except FtlabError:  # transformer families: the grid shows the images alone
+            return None
+
+    @staticmethod
+    def _overlay(
+        explainer: Explainer, pl_module: L.LightningModule, tile: torch.Tensor, pred: int
+    ) -> torch.Tensor:
+        images = preprocess(tile.to(pl_module.device), pl_module.preprocessing)  # type: ignore[arg-type]
+        cam = explainer.maps(images, torch.tensor([pred]))[0]
+        cam = F.interpolate(cam[None, None], size=tile.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+        return overlay(tile[0], cam.clamp(0, 1))
+
+    def _log_worst(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, logger: TensorBoardLogger, names: list[str]
+    ) -> None:
         datamodule = getattr(trainer, "datamodule", None)
         if not len(self.worst) or datamodule is None or not hasattr(datamodule, "raw_images"):
             return
         if trainer.world_size > 1:  # a rank sees a strided share of the val set: positions are not indices
             return
         images, labels = datamodule.raw_images("val"), datamodule.raw_labels("val")
-        tiles, lines = [], ["| tile | val index | true | predicted | p(true) |", "|---:|---:|---|---|---:|"]
+        explainer = self._explainer(pl_module)
+        tiles, lines = [], ["| item | val index | true | predicted | p(true) |", "|---:|---:|---|---|---:|"]
         for index, true, pred, prob in self.worst.tolist():
             i = int(index)
             if i >= len(labels) or int(labels[i]) != int(true):  # loader order differs: never mislabel a tile
                 continue
             tile = images[i : i + 1]
-            if tile.shape[-1] < self.min_tile:
-                tile = F.interpolate(
-                    tile.float(), scale_factor=self.min_tile / tile.shape[-1], mode="nearest"
-                )
-            tiles.append(tile[0].to(torch.uint8))
-            lines.append(f"| {len(tiles) - 1} | {i} | {names[int(true)]} | {names[int(pred)]} | {prob:.3f} |")
+            pair = [tile[0].to(torch.uint8)]
+            if explainer is not None:  # Grad-CAM of the predicted class, at the image's stored size
+                pair.append(self._overlay(explainer, pl_module, tile, int(pred)))
+            for image in pair:
+                if image.shape[-1] < self.min_tile:
+                    image = F.interpolate(
+                        image[None].float(), scale_factor=self.min_tile / image.shape[-1], mode="nearest"
+                    )[0]
+                tiles.append(image.to(torch.uint8))
+            item = len(lines) - 2  # with overlays, item k fills tiles 2k (image) and 2k+1 (its Grad-CAM)
+            lines.append(f"| {item} | {i} | {names[int(true)]} | {names[int(pred)]} | {prob:.3f} |")
         if not tiles:
             return
+        # 8 per row (an even number): an image and its overlay always share a row
         grid = make_grid(torch.stack(tiles), nrow=min(8, len(tiles)), padding=2, pad_value=255)
         logger.experiment.add_image(WORST_TAG, grid, trainer.global_step)
         logger.experiment.add_text(WORST_TAG, "\n".join(lines), trainer.global_step)
@@ -184,9 +196,7 @@ class TensorBoardReview(Callback):
 
         params = dict(self.hparams)
         if HydraConfig.initialized():
-            for override in HydraConfig.get().overrides.task:
-                key, _, value = str(override).partition("=")
-                params[key.lstrip("+~")] = value
+            params.update(parse_overrides(HydraConfig.get().overrides.task))
         return params
 
     @staticmethod

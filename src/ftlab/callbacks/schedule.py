@@ -1,32 +1,36 @@
-"""The fine-tune schedule as a Lightning callback: applies each epoch's phase and the per-step LR factors."""
+"""The fine-tune schedule as a Lightning callback: applies each epoch's phase; the module asks it for LRs."""
 
 from __future__ import annotations
-
-import math
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from ftlab.finetune.param_groups import HEAD
+from ftlab.errors import FtlabError
 from ftlab.finetune.phases import Schedule
+from ftlab.models.module import Classifier, batches_per_epoch
 
 
-def _batches_per_epoch(trainer: L.Trainer) -> float:
-    """Training batches per epoch; unknown-length loaders count as infinitely long (progress 0)."""
-    count = float(trainer.num_training_batches)
-    return max(1.0, count) if math.isfinite(count) else math.inf
+def _classifier(pl_module: L.LightningModule) -> Classifier:
+    if not isinstance(pl_module, Classifier):
+        raise FtlabError(
+            f"FinetuneSchedule drives an ftlab Classifier, got {type(pl_module).__name__}: build the model "
+            "with ftlab.models.module.Classifier."
+        )
+    return pl_module
 
 
 class FinetuneSchedule(Schedule, Callback):
     """Applies the phase of each epoch (see `Schedule`) during training.
 
-    Logs `finetune/phase`, `finetune/trainable_params` and `lr/<stage>`; its state (the phases) goes into
-    checkpoints, and everything else is rebuilt from the epoch on resume.
+    At fit start it hands itself to the module (`Classifier.follow`), which asks it for each stage's LR
+    factor at every optimizer step. Logs `finetune/phase`, `finetune/trainable_params` and `lr/<stage>`;
+    its state (the phases) goes into checkpoints, and everything else is rebuilt from the epoch on resume.
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.apply(pl_module, trainer.current_epoch)
+        module = _classifier(pl_module)
+        module.follow(self)
+        self.apply(module, trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -35,7 +39,7 @@ class FinetuneSchedule(Schedule, Callback):
         pl_module.log("finetune/phase", float(self.phase_index(epoch)), on_epoch=True, on_step=False)
         pl_module.log("finetune/trainable_params", float(trainable_params), on_epoch=True, on_step=False)
         if trainer.optimizers:
-            first = 1.0 / _batches_per_epoch(trainer)
+            first = 1.0 / batches_per_epoch(trainer)
             seen: set[str] = set()
             for group in trainer.optimizers[0].param_groups:
                 stage = group.get("stage")
@@ -44,11 +48,3 @@ class FinetuneSchedule(Schedule, Callback):
                 seen.add(stage)
                 lr = group["lr"] * self.lr_factor(stage, epoch, first)
                 pl_module.log(f"lr/{stage}", lr, on_epoch=True, on_step=False)
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        progress = (batch_idx + 1) / _batches_per_epoch(trainer)
-        stages = list(pl_module.stages) + [HEAD]  # type: ignore[arg-type]
-        factors = {s: self.lr_factor(s, trainer.current_epoch, progress) for s in stages}
-        pl_module.lr_factors = factors  # type: ignore[assignment]

@@ -4,33 +4,30 @@ Each image is read, resized, cropped and normalised exactly as the checkpoint's 
 preprocessing recorded in the checkpoint) and classified in batches on the CPU or a GPU. Text output is one
 line per image, `path  dog 0.80  cat 0.10  automobile 0.10`, most probable first; `format=json` prints one
 JSON object per line with `path`, `probs` (class -> probability, most probable first) and `top1`.
+Probabilities are temperature-scaled when the checkpoint holds a temperature (`ftlab.eval calibrate=true`).
+`explain=true out_dir=<folder>` also writes a Grad-CAM overlay PNG per image (CNN backbones).
 An image that cannot be read is reported on stderr and skipped; the exit status is then 2.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import hydra
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
-from torch.utils.data import DataLoader, Dataset
 
 from ftlab.config.location import config_dir
 from ftlab.config.schemas import checked_options
-from ftlab.data.images import IMAGE_EXTENSIONS, load_rgb
-from ftlab.data.preprocessing import Preprocessing
-from ftlab.data.transforms import preprocess
 from ftlab.errors import FtlabError, report_errors
+from ftlab.inference.calibration import describe
 from ftlab.inference.checkpoint import TrainedModel
-from ftlab.inference.tta import tta_probabilities, tta_views
+from ftlab.inference.prediction import OUTPUT_FORMATS, Prediction, collect_images, explain, predict
+from ftlab.inference.tta import tta_views
 
-FORMATS = ("text", "json")
+__all__ = ["PredictOptions", "Prediction", "collect_images", "main", "predict", "run"]
 
 
 @dataclass
@@ -44,114 +41,24 @@ class PredictOptions:
     batch_size: int = 32
     num_workers: int = 2
     device: str = "auto"
+    explain: bool = False
+    out_dir: str | None = None
     tta: str = "none"
-
-
-def collect_images(inputs: list[str]) -> list[str]:
-    """Image files named by `inputs`: files as given, folders searched recursively (sorted by path)."""
-    found: list[str] = []
-    missing = [item for item in inputs if not Path(item).expanduser().exists()]
-    if missing:
-        raise FtlabError(f"inputs: no such file or folder: {', '.join(missing)}.")
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            images = sorted(
-                str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not images:
-                raise FtlabError(
-                    f"inputs: the folder {item} holds no images ({', '.join(IMAGE_EXTENSIONS)})."
-                )
-            found.extend(images)
-        else:
-            found.append(str(path))
-    return found
-
-
-Item = tuple[int, torch.Tensor | None, str | None]
-
-
-class ImageFiles(Dataset[Item]):
-    """Image files as preprocessed tensors; a file that cannot be read yields its error instead."""
-
-    def __init__(self, paths: list[str], preprocessing: Preprocessing) -> None:
-        self.paths, self.preprocessing = paths, preprocessing
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, idx: int) -> Item:
-        try:
-            return idx, preprocess(load_rgb(self.paths[idx]), self.preprocessing), None
-        except FtlabError as err:
-            return idx, None, str(err)
-
-
-def _collate(items: list[Item]) -> list[Item]:
-    return items  # tensors are stacked after dropping the unreadable ones
-
-
-@dataclass
-class Prediction:
-    """One image's class probabilities, most probable first."""
-
-    path: str
-    probs: dict[str, float]
-
-    @property
-    def top1(self) -> str:
-        return next(iter(self.probs))
-
-    def text(self) -> str:
-        """`path  dog 0.80  cat 0.10`."""
-        return "  ".join([self.path, *(f"{name} {p:.2f}" for name, p in self.probs.items())])
-
-    def json(self) -> str:
-        """`{"path": ..., "probs": {...}, "top1": ...}` on one line."""
-        return json.dumps({"path": self.path, "probs": self.probs, "top1": self.top1})
-
-
-def predict(
-    model: TrainedModel,
-    paths: list[str],
-    top_k: int | None,
-    batch_size: int,
-    num_workers: int = 0,
-    tta: str = "none",
-) -> Iterator[Prediction | tuple[str, str]]:
-    """Predictions in input order; (path, error) for a file that cannot be read."""
-    k = len(model.class_names) if top_k is None else min(top_k, len(model.class_names))
-    loader = DataLoader(
-        ImageFiles(paths, model.preprocessing),
-        batch_size=batch_size,
-        num_workers=num_workers if len(paths) > batch_size else 0,
-        collate_fn=_collate,
-    )
-    for batch in loader:
-        good = [(idx, image) for idx, image, _ in batch if image is not None]
-        images = torch.stack([image for _, image in good]) if good else None
-        probs = tta_probabilities(model.logits, images, tta) if images is not None else None  # TTA hook
-        rows = {idx: row for (idx, _), row in zip(good, probs if probs is not None else [], strict=True)}
-        for idx, _, error in batch:
-            if error is not None:
-                yield paths[idx], error
-                continue
-            values, order = rows[idx].topk(k)
-            names = [model.class_names[int(i)] for i in order]
-            yield Prediction(paths[idx], {n: float(v) for n, v in zip(names, values, strict=True)})
 
 
 def run(options: PredictOptions, out: IO[str]) -> None:
     """Print predictions for `options.inputs` to `out`; unreadable files go to stderr and end in an error."""
-    if options.format not in FORMATS:
-        raise FtlabError(f"format={options.format!r}: use one of {', '.join(FORMATS)}.")
+    if options.format not in OUTPUT_FORMATS:
+        raise FtlabError(f"format={options.format!r}: use one of {', '.join(OUTPUT_FORMATS)}.")
     if options.top_k is not None and options.top_k < 1:
         raise FtlabError(f"top_k={options.top_k}: give a positive number of classes, or null for all.")
     if options.batch_size < 1:
         raise FtlabError(f"batch_size={options.batch_size}: give a positive number of images.")
+    if options.explain and not options.out_dir:
+        raise FtlabError("explain=true needs out_dir=<folder>: the folder the Grad-CAM overlay PNGs go to.")
     paths = collect_images(options.inputs)
     model = TrainedModel.load(options.ckpt_path, options.device)
+    print(describe(model.temperature), file=sys.stderr)  # stdout stays one line per image
     failed: list[str] = []
     tta_views(torch.zeros(1, 3, 2, 2), options.tta)  # a wrong tta= fails before any image is read
     batches = predict(model, paths, options.top_k, options.batch_size, options.num_workers, options.tta)
@@ -161,6 +68,10 @@ def run(options: PredictOptions, out: IO[str]) -> None:
         else:
             print(f"ftlab: skipped {result[0]}: {result[1]}", file=sys.stderr)
             failed.append(result[0])
+    if options.explain:
+        assert options.out_dir is not None
+        written = explain(model, paths, options.out_dir)
+        print(f"Grad-CAM overlays: {len(written)} PNG files in {options.out_dir}", file=sys.stderr)
     if failed:
         raise FtlabError(
             f"{len(failed)} of {len(paths)} images could not be read (listed above); the others were "

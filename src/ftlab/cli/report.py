@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ftlab.errors import report_errors
-from ftlab.runs.report import DEFAULT_TARGET, FORMATS, epoch_table, load_runs, plot, render
+from ftlab.runs.report import DEFAULT_TARGET, TABLE_FORMATS, epoch_table, load_runs, plot, render
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -24,7 +24,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Compare the runs under a sweep or run folder: a table (best first) and optional curves.",
     )
     parser.add_argument("folder", help="a run folder, a multirun sweep folder, or any folder holding runs")
-    parser.add_argument("--format", choices=FORMATS, default="markdown", help="table format (markdown)")
+    parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="table format (markdown)")
     parser.add_argument("--plot", metavar="OUT.png", help="also draw val accuracy and val loss curves")
     parser.add_argument(
         "--target", type=float, default=DEFAULT_TARGET, help=f"accuracy for 'epochs to' ({DEFAULT_TARGET})"

@@ -30,6 +30,7 @@ class FinetuneSchema:
     every: int = 1
     milestones: list[int] | None = None
     min_stage: str | None = None
+    top_k: int = 1
     phases: list[Any] | None = None
     backbone_lr_mult: float = 0.1
     lr_decay: float = 1.0
@@ -44,7 +45,7 @@ class CacheConfig:
     """`features=`: where and how frozen-prefix activations are kept."""
 
     cache: str = "auto"
-    dtype: str = "float16"
+    dtype: str = "auto"
     views: int | None = None
     max_memory_gb: float = 4.0
     dir: str | None = None

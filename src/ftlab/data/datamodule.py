@@ -9,7 +9,7 @@ import logging
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 from ftlab.config.types import check_types
 from ftlab.data import transforms
 from ftlab.data.augment import BatchMix, ImageAugment, augment_key, parse_augment
+from ftlab.data.batches import FeatureBatch
 from ftlab.data.datasets import FileImages, LabeledImages, TensorImages
 from ftlab.data.images import load_rgb
 from ftlab.data.preprocessing import Preprocessing
@@ -27,8 +28,14 @@ from ftlab.data.sources.base import Source
 from ftlab.data.sources.registry import SOURCES
 from ftlab.errors import FtlabError, did_you_mean
 
-if TYPE_CHECKING:
-    from ftlab.features.cache import FeatureCache
+
+class FeatureSource(Protocol):
+    """What the DataModule asks a feature cache (`ftlab.features.FeatureCache`) for each epoch's loader."""
+
+    def loader(self, split: str, epoch: int, epochs: int | None) -> DataLoader | None:
+        """Loader of `FeatureBatch`es for `split` at `epoch` of a run of `epochs`, or None: use images."""
+        ...
+
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +97,7 @@ class ImageDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment, self.preprocess_on, self.seed = augment, preprocess_on, seed
-        self.cache: FeatureCache | None = None
+        self.cache: FeatureSource | None = None
         self.train_set: LabeledImages | None = None
         self.val_set: LabeledImages | None = None
 
@@ -134,7 +141,7 @@ class ImageDataModule(L.LightningDataModule):
         """The trainer's epoch (0 before fitting)."""
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def attach_cache(self, cache: FeatureCache | None) -> None:
+    def attach_cache(self, cache: FeatureSource | None) -> None:
         """Serve cached frozen-prefix features instead of images whenever the cache can."""
         self.cache = cache
 
@@ -195,18 +202,28 @@ class ImageDataModule(L.LightningDataModule):
         labels = torch.as_tensor(dataset.labels, dtype=torch.long)
         return BalancedSampler(labels, self.seed, self.current_epoch, replicas, rank)
 
+    def _cached(self, split: str) -> DataLoader | None:
+        if self.cache is None:
+            return None
+        epochs = self.trainer.max_epochs if self.trainer is not None else None
+        return self.cache.loader(split, self.current_epoch(), epochs)
+
     def train_dataloader(self) -> DataLoader:
-        cached = self.cache.loader("train", self, self.current_epoch()) if self.cache else None
+        cached = self._cached("train")
         if cached is not None and self.sampler == "balanced":  # cached features drawn class-balanced too
-            sampler = self.balanced_sampler(cached.dataset)
+            features, sampler = cached.dataset, self.balanced_sampler(cached.dataset)
             cached = DataLoader(
-                cached.dataset, cached.batch_size, sampler=sampler, pin_memory=cached.pin_memory
+                features,
+                cached.batch_size,
+                sampler=sampler,
+                num_workers=cached.num_workers,
+                collate_fn=cached.collate_fn,
+                pin_memory=cached.pin_memory,
             )
         return cached or self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        cached = self.cache.loader("val", self, self.current_epoch()) if self.cache else None
-        return cached or self._loader(self.val_set, shuffle=False)
+        return self._cached("val") or self._loader(self.val_set, shuffle=False)
 
     def device_transform(self, images: torch.Tensor) -> torch.Tensor:
         """What runs on the device after transfer: resize/crop if still needed, then normalise."""
@@ -216,18 +233,10 @@ class ImageDataModule(L.LightningDataModule):
             return transforms.preprocess(images, self.preprocessing)
         return transforms.normalize(images, self.preprocessing)
 
-    def _serving_features(self) -> bool:
-        """The batches in flight are cached features, not images."""
-        if self.cache is None or self.trainer is None:
-            return False
-        split = "train" if self.trainer.training else "val"
-        input_stage: dict[str, int] = getattr(self.trainer.lightning_module, "input_stage", {})
-        return bool(input_stage.get(split, 0))
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, FeatureBatch):  # cached stage outputs: only the storage dtype changes
+            return batch._replace(features=batch.features.float())
         images, labels = batch
-        if self._serving_features():
-            return images.float(), labels
         training = self.trainer is not None and self.trainer.training
         if training and self.image_augment and self.preprocess_on == "device":
             images = self.image_augment(images)

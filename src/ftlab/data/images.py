@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_image
 
 from ftlab.errors import FtlabError
 
@@ -34,11 +35,43 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8).copy()
 
 
-def load_rgb(path: str | Path) -> torch.Tensor:
-    """Read an image file as uint8 (3, H, W); grayscale, 16-bit, palette, RGBA and CMYK become RGB."""
+# (format, mode) pairs torchvision.io decodes to the same pixels as PIL, faster (libjpeg-turbo, libpng):
+# 8-bit RGB/gray JPEG and 8-bit RGB/RGBA/gray PNG. 16-bit, CMYK, palette and other formats go through PIL.
+FAST_DECODES = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "L")}
+
+
+def _fast_decode(path: Path, header: Image.Image) -> torch.Tensor | None:
+    """uint8 (3, H, W) from torchvision.io with EXIF orientation applied, or None to let PIL decode."""
+    if (header.format, header.mode) not in FAST_DECODES or header.info.get("transparency") is not None:
+        return None
+    data = path.read_bytes()
+    if header.format == "PNG" and _png_bit_depth(data) != 8:
+        return None  # PIL opens 16-bit RGB PNGs as mode RGB; torchvision would return uint16
     try:
-        with Image.open(path) as img:
-            array = _rgb_array(img)
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        image = decode_image(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except RuntimeError:
+        return None  # corrupt or truncated: PIL decodes again and names the problem
+    return image if image.dtype == torch.uint8 and image.shape[0] == 3 else None
+
+
+def _png_bit_depth(data: bytes) -> int:
+    """The bit depth byte of a PNG's IHDR chunk (8 bytes signature + 8 chunk head + 8 width/height)."""
+    return data[24] if len(data) > 24 else 8
+
+
+def load_rgb(path: str | Path) -> torch.Tensor:
+    """Read an image file as uint8 (3, H, W) RGB, upright as its EXIF orientation tag says.
+
+    8-bit JPEG and PNG decode with torchvision.io (which applies the orientation itself); everything else
+    (16-bit, CMYK, palette, TIFF, WebP ...) with PIL, whose `ImageOps.exif_transpose` applies it.
+    """
+    try:
+        with Image.open(path) as img:  # reads the header only
+            fast = _fast_decode(Path(path), img)
+            if fast is not None:
+                return fast
+            array = _rgb_array(ImageOps.exif_transpose(img))
     except IMAGE_ERRORS as err:
         raise FtlabError(f"Cannot read image {path}: {err}. Remove or replace the file.") from err
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()

@@ -17,7 +17,7 @@ from torch import nn
 from ftlab.errors import FtlabError, did_you_mean
 from ftlab.finetune.param_groups import HEAD
 
-STRATEGIES = ("linear_probe", "full", "freeze_unfreeze", "gradual", "custom")
+STRATEGIES = ("linear_probe", "full", "freeze_unfreeze", "gradual", "top_k", "custom")
 BN_POLICIES = ("frozen", "train", "all_frozen")
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -64,6 +64,7 @@ def build_phases(
     milestones: Sequence[int] | None = None,
     min_stage: str | None = None,
     phases: Sequence[Any] | None = None,
+    top_k: int = 1,
 ) -> list[Phase]:
     """Compile a strategy into phases over the backbone's trainable stages (those with parameters)."""
     names = list(stage_names)
@@ -77,6 +78,16 @@ def build_phases(
         if unfreeze_at_epoch <= 0:
             return [Phase(0, frozenset(names))]
         return [Phase(0, frozenset()), Phase(unfreeze_at_epoch, frozenset(names))]
+    if strategy == "top_k":  # the k stages nearest the head, after `unfreeze_at_epoch` head-only epochs
+        if not 0 <= top_k <= len(names):
+            raise FtlabError(
+                f"finetune.top_k={top_k} must be between 0 and the backbone's {len(names)} trainable stages "
+                f"({', '.join(names)})."
+            )
+        top = frozenset(names[len(names) - top_k :] if top_k else [])
+        if not unfreeze_at_epoch or unfreeze_at_epoch <= 0:
+            return [Phase(0, top)]
+        return [Phase(0, frozenset()), Phase(unfreeze_at_epoch, top)]
     if strategy == "gradual":
         lowest = names.index(min_stage) if min_stage else 0
         if min_stage and min_stage not in names:

@@ -31,7 +31,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
-    """The `checkpoint["ftlab"]` record (class names, backbone, weights id, preprocessing) of a checkpoint."""
+    """The `checkpoint["ftlab"]` record (class names, backbone, weights id, preprocessing, temperature)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FtlabError(f"ckpt_path={str(path)!r}: no such checkpoint file.")
@@ -80,9 +80,15 @@ class TrainedModel:
         """Logits (N, classes) on the CPU for a batch of preprocessed images."""
         return self.module(images.to(self.device)).float().cpu()
 
+    @property
+    def temperature(self) -> float | None:
+        """The temperature stored by `ftlab.eval calibrate=true` (or training); None if never fitted."""
+        value = self.record.get("temperature")
+        return None if value is None else float(value)
+
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, classes) on the CPU for a batch of preprocessed images."""
-        return torch.softmax(self.logits(images), dim=1)
+        """Class probabilities (N, classes) on the CPU: softmax(logits / T) once calibrated, else softmax."""
+        return torch.softmax(self.logits(images) / (self.temperature or 1.0), dim=1)
 
 
 def class_mismatch(

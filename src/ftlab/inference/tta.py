@@ -29,11 +29,27 @@ def tta_views(images: torch.Tensor, mode: str) -> torch.Tensor:
     return torch.stack([F.resize(c, [height, width], antialias=True) for c in crops])
 
 
+def tta_mean(
+    probs_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, mode: str = "none"
+) -> torch.Tensor:
+    """Class probabilities (N, classes): `probs_fn` averaged over the batch's TTA views, one forward pass."""
+    views = tta_views(images, mode)
+    count, batch = views.shape[:2]
+    probs = probs_fn(views.reshape(count * batch, *views.shape[2:]))
+    return probs.float().reshape(count, batch, -1).mean(dim=0)
+
+
 def tta_probabilities(
     logits_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, mode: str = "none"
 ) -> torch.Tensor:
     """Class probabilities (N, classes): softmax of `logits_fn` averaged over the batch's TTA views."""
-    views = tta_views(images, mode)
-    count, batch = views.shape[:2]
-    logits = logits_fn(views.reshape(count * batch, *views.shape[2:]))
-    return torch.softmax(logits.float(), dim=1).reshape(count, batch, -1).mean(dim=0)
+    return tta_mean(lambda x: torch.softmax(logits_fn(x).float(), dim=1), images, mode)
+
+
+def tta_logits(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, mode: str = "none"
+) -> torch.Tensor:
+    """Logits whose softmax is the TTA mean of probabilities (their log); plain logits without TTA."""
+    if mode == "none":
+        return logits_fn(images)
+    return torch.log(tta_probabilities(logits_fn, images, mode).clamp_min(1e-12))

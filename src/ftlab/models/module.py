@@ -4,14 +4,16 @@ optimizer groups per stage so a fine-tuning schedule can unfreeze without rebuil
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ftlab.data.batches import FeatureBatch
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.finetune.param_groups import HEAD, build_param_groups, stage_lr_multipliers
 from ftlab.models.backbones import build
@@ -20,6 +22,19 @@ from ftlab.models.stages import Stages, run_stages, split
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+Batch = tuple[torch.Tensor, torch.Tensor] | FeatureBatch
+
+
+class LrPolicy(Protocol):
+    """What the module asks a fine-tuning schedule (`ftlab.finetune.phases.Schedule`) at every step."""
+
+    def lr_factor(self, stage: str, epoch: int, progress: float) -> float: ...
+
+
+def batches_per_epoch(trainer: L.Trainer) -> float:
+    """Training batches per epoch; unknown-length loaders count as infinitely long (progress 0)."""
+    count = float(trainer.num_training_batches)
+    return max(1.0, count) if math.isfinite(count) else math.inf
 
 
 class Classifier(L.LightningModule):
@@ -63,8 +78,7 @@ class Classifier(L.LightningModule):
         stages, head = split(self.net)
         object.__setattr__(self, "stages", stages)  # views of self.net's modules: not registered twice
         object.__setattr__(self, "_head", head)
-        self.lr_factors: dict[str, float] = {}
-        self.input_stage: dict[str, int] = {"train": 0, "val": 0}  # >0: batches are cached stage outputs
+        self.lr_policy: LrPolicy | None = None  # set by `follow`; None: the optimizer's LRs as they are
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)  # recipes: loss.* options
         self.criterion.register_buffer(
@@ -109,9 +123,17 @@ class Classifier(L.LightningModule):
         compiled = self.__dict__.get("_compiled")
         return compiled(images, start) if compiled is not None else self._run_network(images, start)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        images, labels = batch
-        logits = self(images, self.input_stage.get(stage, 0))
+    def follow(self, policy: LrPolicy | None) -> None:
+        """Scale each stage's LR at every step by `policy` (the schedule callback calls this at fit start)."""
+        self.lr_policy = policy
+
+    def _step(self, batch: Batch, stage: str) -> torch.Tensor:
+        if isinstance(batch, FeatureBatch):  # cached activations of stages[:start]
+            logits = self(batch.features, batch.start)
+            labels = batch.labels
+        else:
+            images, labels = batch
+            logits = self(images)
         loss = self.criterion(logits, labels)
         acc = self.train_acc if stage == "train" else self.val_acc
         acc(logits, dominant_label(labels))  # MixUp/CutMix soft targets: accuracy against the dominant label
@@ -125,10 +147,10 @@ class Classifier(L.LightningModule):
             weights = loss_weights("auto", labels, len(self.class_names))
             self.criterion.weight = None if weights is None else weights.to(self.device)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -165,8 +187,14 @@ class Classifier(L.LightningModule):
         """
         groups = optimizer.param_groups
         scheduled = [group["lr"] for group in groups]
-        for group in groups:
-            group["lr"] = group["lr"] * self.lr_factors.get(group.get("stage", HEAD), 1.0)
+        if self.lr_policy is not None:
+            progress = (batch_idx + 1) / batches_per_epoch(self.trainer)
+            factors: dict[str, float] = {}
+            for group in groups:
+                name = group.get("stage", HEAD)
+                if name not in factors:
+                    factors[name] = self.lr_policy.lr_factor(name, epoch, progress)
+                group["lr"] = group["lr"] * factors[name]
         try:
             optimizer.step(closure=optimizer_closure)
         finally:

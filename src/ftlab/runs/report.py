@@ -22,10 +22,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from ftlab.config.overrides import parse_overrides
 from ftlab.errors import FtlabError
 
 ACC, LOSS = "val/acc", "val/loss"
-FORMATS = ("markdown", "csv", "json")
+TABLE_FORMATS = ("markdown", "csv", "json")  # how ftlab.report prints its table
 DEFAULT_TARGET = 0.8
 
 
@@ -78,15 +79,6 @@ def find_runs(root: Path) -> list[Path]:
     """Every run folder at or below `root` (a folder with `.hydra/overrides.yaml`), in natural order."""
     found = {marker.parent.parent for marker in root.rglob(".hydra/overrides.yaml")}
     return sorted(found, key=lambda p: _natural_key(str(p.relative_to(root))))
-
-
-def parse_overrides(lines: Sequence[str]) -> dict[str, str]:
-    """Hydra override strings (`+key=value`, `key=value`, `~key`) as key -> value."""
-    parsed: dict[str, str] = {}
-    for line in lines:
-        key, _, value = str(line).partition("=")
-        parsed[key.lstrip("+")] = value
-    return parsed
 
 
 def _tensorboard_curves(folder: Path) -> tuple[dict[str, dict[int, float]], float | None]:
@@ -222,8 +214,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def render(runs: Sequence[Run], fmt: str = "markdown", target: float = DEFAULT_TARGET) -> str:
     """The comparison of `runs` as Markdown, CSV or JSON text."""
-    if fmt not in FORMATS:
-        raise FtlabError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
+    if fmt not in TABLE_FORMATS:
+        raise FtlabError(f"--format {fmt!r}: choose one of {', '.join(TABLE_FORMATS)}.")
     if fmt == "json":
         by_name = {run.name: run for run in runs}
         records = []

@@ -18,7 +18,7 @@ from ftlab.config.schemas import checked
 from ftlab.config.types import check_types
 from ftlab.data import build_datamodule, build_source
 from ftlab.errors import FtlabError
-from ftlab.features import FeatureCache
+from ftlab.features import attach_feature_cache
 from ftlab.finetune.phases import build_phases
 from ftlab.inference.checkpoint import require_same_classes
 from ftlab.models.module import Classifier
@@ -66,6 +66,7 @@ def build_schedule(finetune: Any, stage_names: list[str]) -> FinetuneSchedule:
         milestones=finetune.milestones,
         min_stage=finetune.min_stage,
         phases=finetune.phases,
+        top_k=finetune.top_k,
     )
     return FinetuneSchedule(phases, bn=finetune.bn, warmup_epochs=finetune.warmup_epochs)
 
@@ -120,13 +121,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     )
     schedule = build_schedule(finetune_cfg, module.trainable_stage_names)
     datamodule = build_datamodule(cfg.data, source, module.preprocessing, seed=cfg.seed)
-    cache = FeatureCache(
-        checked(cfg, "features"), module, schedule, str(cfg.paths.data_dir), datamodule.augment
+    cache = attach_feature_cache(
+        module, schedule, datamodule, checked(cfg, "features"), str(cfg.paths.data_dir)
     )
-    datamodule.attach_cache(cache)
     trainer_cfg, compile_cfg = split_trainer_config(cfg.trainer)
-    if cache.enabled:  # loaders follow the cache boundary, which moves when the schedule unfreezes
-        trainer_cfg["reload_dataloaders_every_n_epochs"] = 1
+    trainer_cfg.update(cache.trainer_options)  # loaders follow the planned cache segments
     if compile_cfg is not None:
         module.compile_stages(**compile_cfg)
     summary = EpochSummary()
@@ -147,4 +146,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if checkpoint is not None and checkpoint.best_model_path:
             best = metrics.get("best/val_acc", float("nan"))
             console.print(f"best checkpoint: {checkpoint.best_model_path}  (val/acc {best:.4f})")
+        if cfg.get("calibrate") and checkpoint is not None and checkpoint.best_model_path:
+            from ftlab.inference.evaluation import calibrate  # temperature scaling on the val split
+
+            fit = calibrate(checkpoint.best_model_path, cfg.data, cfg.seed, "auto")
+            console.print(
+                f"calibrated: temperature {fit['temperature']:.4f} "
+                f"(val NLL {fit['val_nll_before']:.4f} -> {fit['val_nll_after']:.4f})"
+            )
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "summary": summary}

@@ -1,0 +1,141 @@
+"""Class probabilities for image files from a trained model, in input order, unreadable files reported."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ftlab.data.datasets import FileImages
+from ftlab.data.images import IMAGE_EXTENSIONS, load_rgb
+from ftlab.data.transforms import preprocess, resize_and_crop
+from ftlab.errors import FtlabError
+from ftlab.inference.checkpoint import TrainedModel
+from ftlab.inference.gradcam import Explainer, overlay, save_png
+from ftlab.inference.tta import tta_mean
+
+OUTPUT_FORMATS = ("text", "json")  # how ftlab.predict prints a prediction
+
+
+def collect_images(inputs: list[str]) -> list[str]:
+    """Image files named by `inputs`: files as given, folders searched recursively (sorted by path)."""
+    found: list[str] = []
+    missing = [item for item in inputs if not Path(item).expanduser().exists()]
+    if missing:
+        raise FtlabError(f"inputs: no such file or folder: {', '.join(missing)}.")
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            images = sorted(
+                str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not images:
+                raise FtlabError(
+                    f"inputs: the folder {item} holds no images ({', '.join(IMAGE_EXTENSIONS)})."
+                )
+            found.extend(images)
+        else:
+            found.append(str(path))
+    return found
+
+
+Item = tuple[int, torch.Tensor | None, str | None]
+
+
+class TolerantFiles(Dataset[Item]):
+    """`FileImages` that yields a file's read error instead of raising, so one bad file skips only itself."""
+
+    def __init__(self, files: FileImages) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, idx: int) -> Item:
+        try:
+            return idx, self.files[idx][0], None
+        except FtlabError as err:
+            return idx, None, str(err)
+
+
+def _collate(items: list[Item]) -> list[Item]:
+    return items  # tensors are stacked after dropping the unreadable ones
+
+
+@dataclass
+class Prediction:
+    """One image's class probabilities, most probable first."""
+
+    path: str
+    probs: dict[str, float]
+
+    @property
+    def top1(self) -> str:
+        return next(iter(self.probs))
+
+    def text(self) -> str:
+        """`path  dog 0.80  cat 0.10`."""
+        return "  ".join([self.path, *(f"{name} {p:.2f}" for name, p in self.probs.items())])
+
+    def json(self) -> str:
+        """`{"path": ..., "probs": {...}, "top1": ...}` on one line."""
+        return json.dumps({"path": self.path, "probs": self.probs, "top1": self.top1})
+
+
+def predict(
+    model: TrainedModel,
+    paths: list[str],
+    top_k: int | None,
+    batch_size: int,
+    num_workers: int = 0,
+    tta: str = "none",
+) -> Iterator[Prediction | tuple[str, str]]:
+    """Predictions in input order (calibrated when the checkpoint holds a temperature); (path, error) for a
+    file that cannot be read."""
+    k = len(model.class_names) if top_k is None else min(top_k, len(model.class_names))
+    files = FileImages(paths, list(range(len(paths))), partial(preprocess, prep=model.preprocessing))
+    loader = DataLoader(
+        TolerantFiles(files),
+        batch_size=batch_size,
+        num_workers=num_workers if len(paths) > batch_size else 0,
+        collate_fn=_collate,
+    )
+    for batch in loader:
+        good = [(idx, image) for idx, image, _ in batch if image is not None]
+        images = torch.stack([image for _, image in good]) if good else None
+        probs = tta_mean(model.probabilities, images, tta) if images is not None else None  # tta= hook
+        rows = {idx: row for (idx, _), row in zip(good, probs if probs is not None else [], strict=True)}
+        for idx, _, error in batch:
+            if error is not None:
+                yield paths[idx], error
+                continue
+            values, order = rows[idx].topk(k)
+            names = [model.class_names[int(i)] for i in order]
+            yield Prediction(paths[idx], {n: float(v) for n, v in zip(names, values, strict=True)})
+
+
+def explain(model: TrainedModel, paths: list[str], out_dir: str | Path) -> list[Path]:
+    """Write a Grad-CAM overlay PNG per readable image (for its predicted class) into `out_dir`."""
+    explainer = Explainer(model.module)  # refuses transformer families with the reason
+    folder = Path(out_dir).expanduser()
+    written: list[Path] = []
+    used: set[str] = set()
+    for path in paths:
+        try:
+            raw = load_rgb(path)
+        except FtlabError:
+            continue  # predict reports it
+        images = preprocess(raw, model.preprocessing)[None].to(model.device)
+        cam = explainer.maps(images)[0]
+        name = Path(path).stem
+        while name in used:  # same file name in two folders
+            name += "_"
+        used.add(name)
+        shown = resize_and_crop(raw, model.preprocessing)
+        written.append(save_png(overlay(shown, cam), folder / f"{name}.gradcam.png"))
+    return written

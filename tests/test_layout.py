@@ -1,0 +1,89 @@
+"""The package layout rule of ARCHITECTURE.md: imports only point down the layers, and no module imports
+itself back through others (no import circle)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "ftlab"
+# Lowest first; a module may import from its own layer or lower ones.
+LAYERS = [
+    {"errors"},
+    {"config"},
+    {"data"},
+    {"finetune"},
+    {"models"},
+    {"features"},
+    {"callbacks", "inference", "runs", "training", "benchmark"},
+    {"cli"},
+]
+ALIASES = {"train", "prepare", "predict", "eval", "export", "report", "bench", "audit"}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1] if module.count(".") else ""
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    if top in ALIASES:
+        return len(LAYERS)
+    raise AssertionError(f"ftlab.{top} is not in ARCHITECTURE.md's layers; add it there and here")
+
+
+def _imports() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ftlab."):
+                targets.add(node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names if a.name.startswith("ftlab."))
+        graph[name] = targets
+    return graph
+
+
+def test_imports_only_point_down_the_layers():
+    wrong = [
+        f"{module} -> {target}"
+        for module, targets in _imports().items()
+        if module != "ftlab"
+        for target in targets
+        if _layer(target) > _layer(module)
+    ]
+    assert not wrong, "imports pointing up a layer:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_circle():
+    graph = _imports()
+    modules = set(graph)
+
+    def resolve(target: str) -> str | None:
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        return target or None
+
+    edges = {m: {t for t in map(resolve, targets) if t and t != m} for m, targets in graph.items()}
+    packages = {m for m in modules if (SRC.parent / m.replace(".", "/") / "__init__.py").is_file()}
+    state: dict[str, int] = {}
+    circles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in edges.get(node, ()):
+            if state.get(nxt) == 1:
+                circles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(modules):
+        if module not in state:
+            visit(module, [])
+    real = [c for c in circles if not set(c) & packages]  # a package re-exporting its own modules is fine
+    assert not real, "import circles:\n" + "\n".join(" -> ".join(c) for c in real)
