@@ -82,19 +82,20 @@ def test_presets_keep_uint8_batches_and_draw_per_image(name):
     assert len(distinct) > 2  # one parameter draw per image, not one per batch
 
 
-def _cache_views(augment, **mix) -> int | None:
+def _train_loader(augment, **mix):
     dm = ImageDataModule(SyntheticSource(train_size=8, val_size=8), PREP, augment=augment, **mix)
-    cache = FeatureCache(CacheConfig(), module=None, schedule=None, data_dir="/tmp", augment=dm.augment)  # type: ignore[arg-type]
-    return cache.views("train")
+    cache = FeatureCache(CacheConfig(), module=None, schedule=None, datamodule=dm, data_dir="/tmp")  # type: ignore[arg-type]
+    return dm, cache
 
 
 def test_cache_rule_finite_augmentations_only(caplog):
-    assert _cache_views("hflip") == 2
-    assert _cache_views("none") == 1
+    dm, cache = _train_loader("hflip")
+    assert dm.augment == "hflip" and cache.views("train") == 2
     with caplog.at_level(logging.INFO, logger="ftlab.features.cache"):
-        assert _cache_views(["hflip", "random_resized_crop"]) is None
-        assert _cache_views("hflip", mixup_alpha=0.2) is None
-    assert "not cached" in caplog.text and "mixup" in caplog.text
+        for augment, mix in ((["hflip", "random_resized_crop"], {}), ("hflip", {"mixup_alpha": 0.2})):
+            dm, cache = _train_loader(augment, **mix)
+            assert cache.loader("train", 0, 2) is None  # served from images, never from cached views
+    assert "train not cached" in caplog.text and "hflip+mixup" in caplog.text
 
 
 def test_device_hook_augments_and_mixes_only_training_batches():
