@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 import lightning as L
+import pytest
 import torch
 
 from ftlab.callbacks.schedule import FinetuneSchedule
@@ -53,6 +54,7 @@ def _train(batch_size: int, accumulate: int) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.net.state_dict().items()}
 
 
+@pytest.mark.slow  # two short ResNet-18 runs: ~20 s on the loaded 2-core machine
 def test_two_accumulated_batches_of_8_equal_one_batch_of_16():
     accumulated, whole = _train(8, 2), _train(16, 1)
     initial = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=32).net.state_dict()
