@@ -45,7 +45,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def events_of(run: Path) -> dict[str, list[float]]:
     """val/acc and val/loss in logging order, read straight from the run's event files."""
-    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    folder = next((run / "tensorboard").rglob("events.out.tfevents.*")).parent  # tensorboard/<overrides>
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [e.value for e in acc.Scalars(tag)] for tag in ("val/acc", "val/loss")}
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
+import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.plugins.launcher import Launcher
 from hydra.utils import get_class
+from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ftlab.cli import report
 from ftlab.runs.report import load_runs, render
-from tests.helpers.cli import CONF, TINY, run_cli
+from tests.helpers.cli import CONF, REPO, TINY, offline_env, run_cli
 
 FAST = [*TINY, "debug=fast", "trainer.max_epochs=1"]
 
@@ -57,7 +61,8 @@ def test_optuna_search_runs_three_trials_and_reports(
 
 def _logged_span(run_dir: Path) -> tuple[float, float]:
     """Wall-clock interval over which a run wrote its TensorBoard events."""
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    folder = next((run_dir / "tensorboard").rglob("events.out.tfevents.*")).parent  # tensorboard/<overrides>
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     events.Reload()
     times = [e.wall_time for tag in events.Tags()["scalars"] for e in events.Scalars(tag)]
     return events.FirstEventTimestamp(), max(times)
@@ -115,3 +120,51 @@ def test_cluster_launchers_compose(launcher: str, extra: list[str], target: str)
     for override in extra:
         key, _, value = override.partition("=")
         assert str(OmegaConf.select(cfg, key.lstrip("+"))) == value
+
+
+class KillOnceAtJob(Callback):
+    """SIGKILL the whole sweep (jobs run in the sweeper's process) when job `job` starts training, once."""
+
+    def __init__(self, job: int, marker: str) -> None:
+        self.job, self.marker = job, Path(marker)
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().job.num == self.job and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow  # two sweeps of two trials each: 1-4 minutes on a shared 2-core CPU
+def test_optuna_search_killed_after_two_of_four_trials_finishes_when_run_again(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}"]
+    args += [
+        "hydra.sweeper.study_name=resume_me",
+        "+experiment=smoke",
+        *FAST,
+        "callbacks.tensorboard_review=null",
+    ]
+    args += [
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "+callbacks.kill._target_=tests.cli.test_sweeps.KillOnceAtJob",
+    ]
+    args += ["+callbacks.kill.job=2", f"+callbacks.kill.marker={tmp_path / 'killed'}"]
+    env = offline_env(PYTHONPATH=os.pathsep.join([os.environ.get("PYTHONPATH", ""), str(REPO)]))
+    first = run_cli("ftlab.train", args, cwd=tmp_path, env=env)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    before = optuna.load_study(study_name="resume_me", storage=storage).trials
+    assert [t.state.name for t in before] == ["COMPLETE", "COMPLETE", "RUNNING"]
+
+    again = run_cli("ftlab.train", args, cwd=tmp_path, env=env)  # the same command
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna.load_study(study_name="resume_me", storage=storage).trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and [t.params for t in trials[:2]] == [t.params for t in before[:2]]
+    params = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(params)) == 4, "no trial ran twice"
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[3].params == before[2].params  # the killed trial ran again with its parameters
+    runs = [run for sweep in (tmp_path / "logs" / "smoke" / "multirun").iterdir() for run in load_runs(sweep)]
+    assert sum(1 for run in runs if run.val_acc) == 4  # the killed job's folder has no validation

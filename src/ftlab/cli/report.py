@@ -32,6 +32,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--epochs", action="store_true", help="also print val accuracy per epoch, side by side"
     )
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="add each stage's final weight drift from the pretrained weights and gradient norm",
+    )
     return parser.parse_args(argv)
 
 
@@ -40,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Print the report of a folder of runs."""
     args = parse_args(argv)
     runs = load_runs(args.folder)
-    print(render(runs, args.format, args.target))
+    print(render(runs, args.format, args.target, args.diagnostics))
     if args.epochs:
         print("\n" + epoch_table(runs, args.target))
     if args.plot:

@@ -21,6 +21,7 @@ from ftlab.data import transforms
 from ftlab.data.augment import BatchMix, ImageAugment, augment_key, parse_augment
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.datasets import FileImages, LabeledImages, TensorImages
+from ftlab.data.exclude import apply_exclude
 from ftlab.data.images import load_rgb
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.sampling import BalancedSampler, EpochSampler, class_counts
@@ -55,6 +56,17 @@ class FileBatches:
         )
 
 
+def _worker_context(num_workers: int) -> str | None:
+    """Start method for loader workers: the default, except inside joblib's loky workers (hydra/launcher=
+    joblib), whose 'loky' start method cannot start DataLoader workers; there fork (or spawn) is used."""
+    import multiprocessing
+
+    method = multiprocessing.get_start_method(allow_none=True)
+    if num_workers == 0 or method in (None, "fork", "spawn", "forkserver"):
+        return None
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
 PREPROCESS_ON = ("device", "cpu")
 SAMPLERS = ("random", "balanced")
 
@@ -78,6 +90,7 @@ class ImageDataModule(L.LightningDataModule):
         augment: str | list[str] = "hflip",
         preprocess_on: str = "device",
         seed: int = 0,
+        exclude: str | None = None,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         sampler: str = "random",
@@ -97,6 +110,7 @@ class ImageDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment, self.preprocess_on, self.seed = augment, preprocess_on, seed
+        self.exclude = exclude  # file of image ids to leave out of both splits (data.exclude)
         self.cache: FeatureSource | None = None
         self.train_set: LabeledImages | None = None
         self.val_set: LabeledImages | None = None
@@ -125,7 +139,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set, self.val_set = self.source.load()
+            self.train_set, self.val_set = apply_exclude(*self.source.load(), self.exclude)
             self.train_set.transform = self._cpu_transform(train=True)
             self.val_set.transform = self._cpu_transform(train=False)
             counts = {s: class_counts(self.raw_labels(s), len(self.classes)) for s in ("train", "val")}
@@ -150,11 +164,13 @@ class ImageDataModule(L.LightningDataModule):
         assert dataset is not None, "call setup() first"
         return dataset
 
-    def raw_images(self, split: str) -> torch.Tensor | FileBatches:
+    def raw_images(self, split: str) -> torch.Tensor | FileBatches | Any:
         """The split's images before augmentation, sliceable into uint8 batches."""
         dataset = self._split_set(split)
         if isinstance(dataset, TensorImages):
             return dataset.images
+        if hasattr(dataset, "batches"):  # streamed sources (litdata) cut their own batches
+            return dataset.batches(self.preprocessing)
         assert isinstance(dataset, FileImages)
         return FileBatches(dataset.paths, self.preprocessing)
 
@@ -167,6 +183,8 @@ class ImageDataModule(L.LightningDataModule):
         digest = hashlib.sha1(self.raw_labels(split).numpy().tobytes())
         if isinstance(dataset, TensorImages):
             digest.update(dataset.images.contiguous().numpy().tobytes())
+        elif hasattr(dataset, "content_digest"):  # streamed sources (litdata): the chunks' content
+            digest.update(dataset.content_digest().encode())
         else:
             for path in dataset.paths:  # type: ignore[attr-defined]
                 stat = Path(path).stat()
@@ -193,6 +211,7 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            multiprocessing_context=_worker_context(self.num_workers),
         )
 
     def balanced_sampler(self, dataset: Any) -> BalancedSampler:
@@ -251,6 +270,7 @@ LOADER_KEYS = (
     "persistent_workers",
     "augment",
     "preprocess_on",
+    "exclude",
     "mixup_alpha",
     "cutmix_alpha",
     "sampler",

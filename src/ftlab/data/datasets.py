@@ -18,6 +18,7 @@ class LabeledImages(Dataset):
 
     transform: Transform | None
     labels: Any
+    ids: list[str] | None = None  # original image ids once data.exclude thinned the split
 
     def __len__(self) -> int:
         return len(self.labels)

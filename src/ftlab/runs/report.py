@@ -41,6 +41,7 @@ class Run:
     val_loss: dict[int, float] = field(default_factory=dict)
     wall_time_s: float | None = None
     metrics_from: str | None = None  # "tensorboard" | "csv" | None (nothing logged)
+    diagnostics: dict[str, dict[int, float]] = field(default_factory=dict)  # drift/<stage>, grad_norm/<stage>
 
     @property
     def best_epoch(self) -> int | None:
@@ -81,8 +82,12 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: _natural_key(str(p.relative_to(root))))
 
 
+DIAGNOSTIC_PREFIXES = ("drift/", "grad_norm/")  # logged by ftlab.callbacks.diagnostics.TransferDiagnostics
+
+
 def _tensorboard_curves(folder: Path) -> tuple[dict[str, dict[int, float]], float | None]:
-    """val/acc and val/loss per epoch from the event files under `folder`, and the logging wall time."""
+    """val/acc, val/loss and the transfer diagnostics per epoch from the event files under `folder`, and
+    the logging wall time. Runs that log against the epoch (no `epoch` scalar) have step = epoch - 1."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     curves: dict[str, dict[int, float]] = {ACC: {}, LOSS: {}}
@@ -92,12 +97,15 @@ def _tensorboard_curves(folder: Path) -> tuple[dict[str, dict[int, float]], floa
         events = EventAccumulator(str(directory), size_guidance={"scalars": 0})
         events.Reload()
         tags = events.Tags()["scalars"]
-        epoch_at = {e.step: int(e.value) + 1 for e in events.Scalars("epoch")} if "epoch" in tags else {}
-        for tag in (ACC, LOSS):
+        epoch_axis = "epoch" not in tags
+        epoch_at = {} if epoch_axis else {e.step: int(e.value) + 1 for e in events.Scalars("epoch")}
+        diagnostics = [t for t in tags if t.startswith(DIAGNOSTIC_PREFIXES)]
+        for tag in (ACC, LOSS, *diagnostics):
             if tag not in tags:
                 continue
             for index, event in enumerate(events.Scalars(tag)):
-                curves[tag][epoch_at.get(event.step, index + 1)] = float(event.value)
+                epoch = event.step + 1 if epoch_axis else epoch_at.get(event.step, index + 1)
+                curves.setdefault(tag, {})[epoch] = float(event.value)
                 last = event.wall_time if last is None else max(last, event.wall_time)
         try:
             start = events.FirstEventTimestamp()
@@ -109,13 +117,19 @@ def _tensorboard_curves(folder: Path) -> tuple[dict[str, dict[int, float]], floa
 
 
 def _csv_curves(path: Path, started: Path) -> tuple[dict[str, dict[int, float]], float | None]:
-    """val/acc and val/loss per epoch from Lightning's metrics.csv; wall time from file times."""
+    """val/acc, val/loss and diagnostics per epoch from Lightning's metrics.csv; wall time from file times.
+
+    Rows logged against the epoch have no `epoch` column: their `step` is the epoch.
+    """
     curves: dict[str, dict[int, float]] = {ACC: {}, LOSS: {}}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            for tag in (ACC, LOSS):
-                if row.get(tag) and row.get("epoch"):
-                    curves[tag][int(float(row["epoch"])) + 1] = float(row[tag])
+            epoch = row.get("epoch") or row.get("step")
+            if not epoch:
+                continue
+            for tag, value in row.items():
+                if value and (tag in (ACC, LOSS) or tag.startswith(DIAGNOSTIC_PREFIXES)):
+                    curves.setdefault(tag, {})[int(float(epoch)) + 1] = float(value)
     wall = path.stat().st_mtime - started.stat().st_mtime if started.is_file() else None
     return curves, wall
 
@@ -136,6 +150,7 @@ def read_run(path: Path, root: Path) -> Run:
     if not curves.get(ACC):
         run.metrics_from, run.wall_time_s = None, None
     run.val_acc, run.val_loss = curves.get(ACC, {}), curves.get(LOSS, {})
+    run.diagnostics = {tag: curve for tag, curve in curves.items() if tag.startswith(DIAGNOSTIC_PREFIXES)}
     return run
 
 
@@ -169,8 +184,18 @@ def ranked(runs: Sequence[Run]) -> list[Run]:
     return sorted(runs, key=lambda r: -r.best_val_acc if r.best_val_acc is not None else math.inf)
 
 
-def summary_rows(runs: Sequence[Run], target: float = DEFAULT_TARGET) -> list[dict[str, Any]]:
-    """One record per run, best first: varying overrides, best acc and epoch, final loss, epochs to target."""
+def diagnostic_columns(runs: Sequence[Run]) -> list[str]:
+    """The diagnostics tags any run logged: drifts first, then gradient norms, stages in log order."""
+    tags = list(dict.fromkeys(tag for run in runs for tag in run.diagnostics))
+    return sorted(tags, key=lambda t: (not t.startswith("drift/"), tags.index(t)))
+
+
+def summary_rows(
+    runs: Sequence[Run], target: float = DEFAULT_TARGET, diagnostics: bool = False
+) -> list[dict[str, Any]]:
+    """One record per run, best first: varying overrides, best acc and epoch, final loss, epochs to target,
+    and with `diagnostics` each stage's weight drift and gradient norm in the final epoch."""
+    columns = diagnostic_columns(runs) if diagnostics else []
     keys = varying_overrides(runs)
     rows = []
     for run in ranked(runs):
@@ -185,6 +210,9 @@ def summary_rows(runs: Sequence[Run], target: float = DEFAULT_TARGET) -> list[di
                 "wall_time_s": run.wall_time_s,
             }
         )
+        for tag in columns:
+            curve = run.diagnostics.get(tag, {})
+            row[tag] = curve[max(curve)] if curve else None
         rows.append(row)
     return rows
 
@@ -212,8 +240,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render(runs: Sequence[Run], fmt: str = "markdown", target: float = DEFAULT_TARGET) -> str:
-    """The comparison of `runs` as Markdown, CSV or JSON text."""
+def render(
+    runs: Sequence[Run], fmt: str = "markdown", target: float = DEFAULT_TARGET, diagnostics: bool = False
+) -> str:
+    """The comparison of `runs` as Markdown, CSV or JSON text (`diagnostics`: final drift and gradient norm
+    per stage as extra columns; per-epoch values in JSON)."""
     if fmt not in TABLE_FORMATS:
         raise FtlabError(f"--format {fmt!r}: choose one of {', '.join(TABLE_FORMATS)}.")
     if fmt == "json":
@@ -236,8 +267,13 @@ def render(runs: Sequence[Run], fmt: str = "markdown", target: float = DEFAULT_T
                     "val_loss": [run.val_loss.get(e) for e in epochs],
                 }
             )
+            if diagnostics:
+                records[-1]["diagnostics"] = {
+                    tag: {str(e): v for e, v in sorted(curve.items())}
+                    for tag, curve in run.diagnostics.items()
+                }
         return json.dumps(records, indent=2)
-    rows = summary_rows(runs, target)
+    rows = summary_rows(runs, target, diagnostics)
     header = list(rows[0])
     if fmt == "csv":
         out = io.StringIO()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 
 from ftlab.config.types import check_field_types
 from ftlab.data.datasets import FileImages, LabeledImages
-from ftlab.data.images import IMAGE_EXTENSIONS, find_bad_images
+from ftlab.data.images import IMAGE_EXTENSIONS, image_problem
 from ftlab.data.sampling import stratified_subset
 from ftlab.data.sources.base import Asset
 from ftlab.errors import FtlabError
@@ -57,9 +60,9 @@ def _class_counts(classes: list[str], labels: list[int]) -> str:
 class ImageFolderSource:
     """Your own images: `root/<class>/<image>`; val from `val_root` or a stratified split of `root`.
 
-    Every file is decoded once before training: an unreadable, truncated or corrupt image stops the run
-    with its path and the reason, or, with `skip_bad_images`, is left out and listed in the log
-    (`skipped` keeps the list).
+    Every file the run uses (after the split and `train_size`/`val_size` samples) is decoded once before
+    training: an unreadable, truncated or corrupt image stops the run with its path and the reason, or, with
+    `skip_bad_images`, is left out and listed in the log (`skipped` keeps the list).
     """
 
     root: str
@@ -78,48 +81,41 @@ class ImageFolderSource:
         ):  # data.root=2024: Hydra reads a folder named by digits as a number
             self.root = str(self.root)
         check_field_types(self)
-        self.classes = _scan_folder(Path(self.root), "data.root")[0]
+        start = time.monotonic()
+        # file names only, nothing decoded; the first load() reuses it, later ones scan again
+        self._scan: tuple[list[str], list[str], list[int]] | None = _scan_folder(Path(self.root), "data.root")
+        self.scan_seconds = time.monotonic() - start
+        self.classes = self._scan[0]
 
     def assets(self) -> list[Asset]:
         return [Asset("image folder", Path(self.root), None, Path(self.root).is_dir())]
 
-    def _readable(
-        self, paths: list[str], labels: list[int], key: str, folder: str
-    ) -> tuple[list[str], list[int]]:
-        """The files that decode; any other stops the run, or is skipped and logged (`skip_bad_images`)."""
-        start = time.monotonic()
-        bad = find_bad_images(paths)
-        log.info("%s: checked %d images in %.1f s", key, len(paths), time.monotonic() - start)
-        if not bad:
-            return paths, labels
-        if not self.skip_bad_images:
-            shown = "\n".join(f"- {path}: {why}" for path, why in bad[:10])
-            more = f"\n- ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-            raise FtlabError(
-                f"{len(bad)} of {len(paths)} images under {key}={folder} cannot "
-                f"be read:\n{shown}{more}\nRemove or replace them, or set data.skip_bad_images=true to "
-                "train without them (they are then listed in the log)."
-            )
-        listing = "\n".join(f"  {path}: {why}" for path, why in bad)
-        log.warning(
-            "Skipped %d unreadable images under %s (data.skip_bad_images=true):\n%s", len(bad), key, listing
-        )
-        self.skipped.extend(bad)
-        dropped = {path for path, _ in bad}
-        keep = [i for i, path in enumerate(paths) if path not in dropped]
-        return [paths[i] for i in keep], [labels[i] for i in keep]
+    def _check(self, paths: list[str]) -> list[tuple[str, str]]:
+        """(path, reason) of the files in `paths` that do not decode: a thread pool, with a progress bar."""
+        from rich.progress import Progress
 
-    def load(self) -> tuple[LabeledImages, LabeledImages]:
-        self.skipped = []
-        classes, paths, labels = _scan_folder(Path(self.root), "data.root")
-        paths, labels = self._readable(paths, labels, "data.root", self.root)
-        if self.val_root:
-            val_classes, val_paths, val_labels = _scan_folder(Path(self.val_root), "data.val_root")
-            if val_classes != classes:
-                raise FtlabError(
-                    f"data.val_root classes {val_classes} differ from data.root classes {classes}."
-                )
-            val_paths, val_labels = self._readable(val_paths, val_labels, "data.val_root", self.val_root)
+        if not paths:
+            return []
+        start = time.monotonic()
+        problems: list[str | None] = []
+        with (
+            ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool,
+            Progress(console=Console(stderr=True), transient=True) as progress,
+        ):
+            task = progress.add_task("checking images", total=len(paths))
+            for why in pool.map(image_problem, paths, chunksize=64):
+                problems.append(why)
+                progress.advance(task)
+        log.info("data: checked %d images in %.1f s", len(paths), time.monotonic() - start)
+        return [(path, why) for path, why in zip(paths, problems, strict=True) if why is not None]
+
+    def _split(
+        self, paths: list[str], labels: list[int], val: tuple[list[str], list[int]] | None
+    ) -> tuple[list[str], list[int], list[str], list[int]]:
+        """Train and val files: val from `val_root`, else a stratified split of `root`; then the size caps."""
+        classes = self.classes
+        if val is not None:
+            val_paths, val_labels = val
             for key, found in (("data.root", labels), ("data.val_root", val_labels)):
                 if np.bincount(np.asarray(found, dtype=np.int64), minlength=len(classes)).min() == 0:
                     raise FtlabError(
@@ -154,6 +150,59 @@ class ImageFolderSource:
         tr_idx = stratified_subset(np.asarray(labels), self.train_size, self.seed, "data.train_size")
         va_idx = stratified_subset(np.asarray(val_labels), self.val_size, self.seed, "data.val_size")
         return (
-            FileImages([paths[i] for i in tr_idx], [labels[i] for i in tr_idx]),
-            FileImages([val_paths[i] for i in va_idx], [val_labels[i] for i in va_idx]),
+            [paths[i] for i in tr_idx],
+            [labels[i] for i in tr_idx],
+            [val_paths[i] for i in va_idx],
+            [val_labels[i] for i in va_idx],
         )
+
+    def load(self) -> tuple[LabeledImages, LabeledImages]:
+        """Scan, split and sample by file name; then decode-check only the files the run uses.
+
+        With `skip_bad_images`, bad files are dropped and the split and samples drawn again from the rest
+        (checking only newly drawn files), so the result is the split of the readable files.
+        """
+        self.skipped = []
+        start = time.monotonic()
+        classes, paths, labels = self._scan or _scan_folder(Path(self.root), "data.root")
+        self._scan = None
+        val: tuple[list[str], list[int]] | None = None
+        if self.val_root:
+            val_classes, val_paths, val_labels = _scan_folder(Path(self.val_root), "data.val_root")
+            if val_classes != classes:
+                raise FtlabError(
+                    f"data.val_root classes {val_classes} differ from data.root classes {classes}."
+                )
+            val = (val_paths, val_labels)
+        found = len(paths) + (len(val[0]) if val else 0)
+        log.info("data: found %d images in %.1f s", found, self.scan_seconds + time.monotonic() - start)
+        self.classes = classes
+        checked: set[str] = set()
+        bad: dict[str, str] = {}
+        while True:
+            tr_paths, tr_labels, va_paths, va_labels = self._split(paths, labels, val)
+            used = tr_paths + va_paths
+            new = self._check([p for p in used if p not in checked])
+            checked.update(used)
+            if new and not self.skip_bad_images:
+                where = f"data.root={self.root}" + (f" / data.val_root={self.val_root}" if val else "")
+                shown = "\n".join(f"- {path}: {why}" for path, why in new[:10])
+                more = f"\n- ... and {len(new) - 10} more" if len(new) > 10 else ""
+                raise FtlabError(
+                    f"{len(new)} of {len(used)} images under {where} cannot "
+                    f"be read:\n{shown}{more}\nRemove or replace them, or set data.skip_bad_images=true to "
+                    "train without them (they are then listed in the log)."
+                )
+            if not new:
+                break
+            bad.update(new)
+            keep = [i for i, p in enumerate(paths) if p not in bad]
+            paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+            if val is not None:
+                keep = [i for i, p in enumerate(val[0]) if p not in bad]
+                val = ([val[0][i] for i in keep], [val[1][i] for i in keep])
+        if bad:
+            self.skipped = sorted(bad.items())
+            listing = "\n".join(f"  {path}: {why}" for path, why in self.skipped)
+            log.warning("Skipped %d unreadable images (data.skip_bad_images=true):\n%s", len(bad), listing)
+        return FileImages(tr_paths, tr_labels), FileImages(va_paths, va_labels)

