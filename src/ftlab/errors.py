@@ -30,6 +30,11 @@ def debug_enabled() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("FTLAB_DEBUG") == "1"
 
 
+def verbose_enabled() -> bool:
+    """Show every library message, also the known-harmless ones (FTLAB_VERBOSE=1, or debugging as above)."""
+    return os.environ.get("FTLAB_VERBOSE") == "1" or debug_enabled()
+
+
 def report_errors(fn: F) -> F:
     """Turn an FtlabError raised by `fn` into a short message on stderr and exit status 2."""
 

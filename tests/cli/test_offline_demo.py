@@ -56,7 +56,8 @@ def test_pretrained_vs_scratch_changes_only_the_weights(compose_cfg):
         arms[weights] = OmegaConf.to_container(cfg)
     pretrained, scratch = arms["IMAGENET1K_V1"], arms["null"]
     assert (pretrained["model"].pop("weights"), scratch["model"].pop("weights")) == ("IMAGENET1K_V1", None)
-    for key in ("model", "data", "finetune", "optimizer", "scheduler", "trainer", "seed"):
+    same = ("model", "data", "finetune", "param_groups", "optimizer", "scheduler", "runtime", "trainer")
+    for key in (*same, "seed"):
         assert pretrained[key] == scratch[key], key
     assert pretrained["finetune"]["strategy"] == "full"  # a random backbone must train from epoch 0
     demo = OmegaConf.to_container(compose_cfg(["+experiment=offline_demo"]), resolve=True)

@@ -44,7 +44,7 @@ def test_optuna_search_runs_three_trials_and_reports(
         lr = float(run.overrides["optimizer.lr"])
         assert 1e-4 <= lr <= 3e-3
         assert run.overrides["finetune.unfreeze_at_epoch"] in {"0", "1", "2"}
-        assert 0.5 <= float(run.overrides["finetune.lr_decay"]) <= 1.0
+        assert 0.5 <= float(run.overrides["param_groups.lr_decay"]) <= 1.0
         lrs.add(lr)
     assert len(lrs) == 3, "each trial samples its own learning rate"
     # the sweeper maximized what train.main returned: the last val/acc of the best trial

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from ftlab.models.module import Classifier
 from tests.helpers.assets import write_fake_cifar, write_fake_hub_weights
-from tests.helpers.cli import REPO, TINY, offline_env, run_cli
+from tests.helpers.cli import REPO, TINY, offline_env, run_cli, run_clis
 
 
 def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -232,6 +234,44 @@ def test_resume_last_continues_the_newest_run(tmp_path):
     assert missing.returncode == 2 and "nothing to resume" in missing.stderr
 
 
+NOISE = (  # known-harmless library lines hidden by default (see ftlab.training.run.known_noise_filtered)
+    "module(s) in eval mode",
+    "Tip: For seamless cloud",
+    "`isinstance(treespec, LeafSpec)` is deprecated",
+)
+
+
+def test_known_library_noise_is_hidden_unless_verbose(tmp_path):
+    """freeze_unfreeze puts frozen stages in eval mode (Lightning warns): hidden, as two other known lines."""
+    args = ["+experiment=smoke", *TINY, "trainer.max_epochs=1", "finetune=freeze_unfreeze", "debug=fast"]
+    calls = [("ftlab.train", [*args, f"paths.log_dir={tmp_path / name}"]) for name in ("quiet", "verbose")]
+    quiet, verbose = run_clis(calls, tmp_path, [None, offline_env(FTLAB_VERBOSE="1")])
+    assert quiet.returncode == 0 and verbose.returncode == 0, (quiet.stderr[-2000:], verbose.stderr[-2000:])
+    for line in NOISE:
+        assert line not in quiet.stdout + quiet.stderr, line
+        assert line in verbose.stdout + verbose.stderr, line
+    assert "val/acc" in quiet.stdout  # what the user needs still prints
+
+
+def _job_runs(logs: Path) -> dict[str, Path]:
+    """Sweep job folders by their swept choice (e.g. `finetune=gradual`), from Hydra's overrides.yaml."""
+    jobs = {}
+    for job in sorted(p for p in (logs / "smoke" / "multirun").glob("*/*") if p.is_dir()):
+        overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
+        (choice,) = [o for o in overrides if str(o).startswith(("finetune=", "scheduler="))]
+        jobs[str(choice).split("=")[1]] = job
+    return jobs
+
+
+def _stage_sizes() -> dict[str, int]:
+    module = Classifier("resnet18", ["a", "b", "c"], weights=None)
+    sizes = {
+        name: sum(p.numel() for p in module.stages[name].parameters())
+        for name in module.trainable_stage_names
+    }
+    return sizes | {"head": sum(p.numel() for p in module.head.parameters())}
+
+
 @pytest.mark.parametrize(
     "sweep",
     [
@@ -240,14 +280,54 @@ def test_resume_last_continues_the_newest_run(tmp_path):
     ],
 )
 def test_every_strategy_and_scheduler_runs_from_the_cli(tmp_path, sweep):
-    """One Hydra multirun over all options of a group; each job is a real training run (two batches)."""
+    """One Hydra multirun over all options of a group, 3 short epochs: each arm shows its shape
+    (trainable parameters per epoch for strategies; the head's LR per epoch and the checkpointed scheduler
+    state for schedulers)."""
     logs = tmp_path / "logs"
-    args = ["-m", "+experiment=smoke", *TINY, "debug=fast", f"paths.log_dir={logs}", sweep]
+    shrink = [
+        f"+trainer.limit_train_batches={1 if sweep.startswith('finetune') else 2}",  # steps per epoch
+        "+trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+    ]
+    args = ["-m", "+experiment=smoke", *TINY, "trainer.max_epochs=3", *shrink, f"paths.log_dir={logs}", sweep]
     result = run_cli("ftlab.train", args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p for p in (logs / "smoke" / "multirun").glob("*/*") if p.is_dir())
+    jobs = _job_runs(logs)
     assert len(jobs) == 5
-    assert all((job / "checkpoints" / "last.ckpt").is_file() for job in jobs)
+    scalars = {
+        arm: {t: [v for _, v in vals] for t, vals in _scalars(job).items()} for arm, job in jobs.items()
+    }
+    if sweep.startswith("finetune"):
+        size = _stage_sizes()
+        head, every = size["head"], sum(size.values())
+        top1, top2 = head + size["layer4"], head + size["layer4"] + size["layer3"]
+        expected = {  # epochs 0, 1, 2
+            "linear_probe": [head, head, head],
+            "full": [every] * 3,
+            "freeze_unfreeze": [head, every, every],  # unfreeze_at_epoch 1
+            "gradual": [head, top1, top2],  # one more stage from the top every epoch
+            "custom": [head, top2, top2],  # top-2 at epoch 1, all at epoch 3
+        }
+        for arm, params in expected.items():
+            assert scalars[arm]["finetune/trainable_params"] == params, arm
+        return
+    lr = 1e-3  # optimizer.lr: the head's configured LR
+    states = {
+        arm: torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)["lr_schedulers"]
+        for arm, job in jobs.items()
+    }
+    head = {arm: values["lr/head"] for arm, values in scalars.items()}
+    assert head["none"] == pytest.approx([lr] * 3) and states["none"] == []
+    assert head["cosine"] == pytest.approx([lr, 0.75 * lr, 0.25 * lr])  # T_max 3 epochs, stepped per epoch
+    assert states["cosine"][0]["last_epoch"] == 3
+    for arm in ("cosine_warmup", "onecycle"):  # stepped every optimizer step: 6 steps
+        assert states[arm][0]["last_epoch"] == 6, arm
+        assert len(set(head[arm])) == 3, arm
+    assert head["onecycle"][0] == pytest.approx(lr / 25)  # OneCycle starts at peak / div_factor
+    assert head["plateau"] == pytest.approx([lr] * 3)  # patience 1: no plateau within 3 epochs
+    plateau = states["plateau"][0]
+    losses = scalars["plateau"]["val/loss"]  # last.ckpt may be written before the last epoch's plateau step
+    assert any(plateau["best"] == pytest.approx(min(losses[:k]), rel=1e-5) for k in (2, 3)), plateau
 
 
 FAMILIES = [

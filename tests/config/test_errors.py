@@ -31,6 +31,11 @@ def test_config_errors_are_one_paragraph_with_close_matches(tmp_path, smoke_run)
         ),
         (["data=cifar100"], 1, "Could not find 'data/cifar100'"),  # Hydra, listing the sources
         (["foo=1"], 1, "Key 'foo' is not in struct"),  # Hydra: unknown key, suggests +foo=1
+        (  # an old key on the command line: where it lives now, before Hydra rejects it
+            ["trainer.channels_last=true"],
+            2,
+            "trainer.channels_last has moved to runtime.channels_last",
+        ),
     ]
     calls = [("ftlab.train", [*base, *overrides]) for overrides, _, _ in cases]
     missing_root = ("ftlab.train", [*base, "data=imagefolder", f"data.root={missing}"])

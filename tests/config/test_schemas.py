@@ -9,7 +9,7 @@ from omegaconf import OmegaConf, open_dict
 from ftlab.config.schemas import checked
 from ftlab.data import build_source
 from ftlab.errors import FtlabError
-from ftlab.training.run import split_trainer_config
+from ftlab.training.run import check_config, compile_options, trainer_options
 from tests.helpers.cli import CONF
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
@@ -21,8 +21,7 @@ EXPERIMENTS = sorted(f.stem for f in (CONF / "experiment").glob("*.yaml"))
 def test_every_experiment_composes_and_resolves(compose_cfg, experiment):
     cfg = compose_cfg([f"+experiment={experiment}"])
     OmegaConf.resolve(cfg)
-    checked(cfg, "model")
-    checked(cfg, "finetune")
+    check_config(cfg)
     assert cfg.task_name == experiment
 
 
@@ -35,10 +34,11 @@ def test_every_group_option_composes(compose_cfg, group, option):
         model = checked(cfg, "model")
         assert model.backbone == option
     if group == "trainer" and option in ("default", "cpu", "ddp_cpu"):
-        trainer_cfg, compile_cfg = split_trainer_config(cfg.trainer)
-        trainer = instantiate(trainer_cfg, logger=False, enable_checkpointing=False)
-        assert compile_cfg is None
+        trainer = instantiate(trainer_options(cfg.trainer), logger=False, enable_checkpointing=False)
+        assert compile_options(checked(cfg, "runtime")) is None
         assert trainer.max_epochs == cfg.trainer.max_epochs
+    if group in ("trainer", "finetune", "scheduler"):
+        check_config(cfg)
 
 
 def test_main_job_is_the_documented_one(compose_cfg):
@@ -72,9 +72,9 @@ def test_unknown_model_key_is_one_clear_error(compose_cfg):
     cfg = compose_cfg(["+model.weight=DEFAULT"])
     with pytest.raises(FtlabError, match=r"Unknown key model.weight\b.*weights"):
         checked(cfg, "model")
-    cfg = compose_cfg(["+finetune.backbone_lr_mul=0.5"])
-    with pytest.raises(FtlabError, match=r"Unknown key finetune.backbone_lr_mul\b.*backbone_lr_mult"):
-        checked(cfg, "finetune")
+    cfg = compose_cfg(["+param_groups.backbone_lr_mul=0.5"])
+    with pytest.raises(FtlabError, match=r"Unknown key param_groups.backbone_lr_mul\b.*backbone_lr_mult"):
+        checked(cfg, "param_groups")
 
 
 def test_wrong_type_names_the_key(compose_cfg):
@@ -101,8 +101,9 @@ def test_unknown_cifar_class_suggests(compose_cfg):
 
 
 def test_ftlab_keys_may_interpolate_other_parts_of_the_config(compose_cfg):
-    cfg = compose_cfg(["+experiment=smoke", "+arm_lr_mult=0.25", "finetune.backbone_lr_mult=${arm_lr_mult}"])
-    assert checked(cfg, "finetune").backbone_lr_mult == 0.25
+    arm = "param_groups.backbone_lr_mult=${arm_lr_mult}"
+    cfg = compose_cfg(["+experiment=smoke", "+arm_lr_mult=0.25", arm])
+    assert checked(cfg, "param_groups").backbone_lr_mult == 0.25
 
 
 @pytest.mark.parametrize(
@@ -123,6 +124,6 @@ def test_wrong_type_of_a_data_key_names_it(compose_cfg, override, key):
 def test_wrong_type_of_a_trainer_number_names_it(compose_cfg):
     cfg = compose_cfg(["trainer.max_epochs=abc"])
     with pytest.raises(FtlabError, match=r"trainer.max_epochs='abc'.*wrong type"):
-        split_trainer_config(cfg.trainer)
-    trainer_cfg, _ = split_trainer_config(compose_cfg(["+trainer.limit_train_batches=0.5"]).trainer)
+        trainer_options(cfg.trainer)
+    trainer_cfg = trainer_options(compose_cfg(["+trainer.limit_train_batches=0.5"]).trainer)
     assert trainer_cfg["limit_train_batches"] == 0.5  # int | float keys accept both

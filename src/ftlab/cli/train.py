@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from ftlab.config.location import config_dir
+from ftlab.config.schemas import check_overrides
 from ftlab.errors import report_errors
 from ftlab.training.run import train
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 @report_errors
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the metric named by `optimized_metric` (for sweepers)."""
     metrics, _ = train(cfg)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
+
+
+@report_errors
+def main() -> None:
+    """Old keys on the command line get a "moved to" error before Hydra composes the config."""
+    check_overrides(sys.argv[1:])
+    _hydra_main()
 
 
 if __name__ == "__main__":

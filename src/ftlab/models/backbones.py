@@ -142,6 +142,21 @@ def default_preprocessing(name: str) -> Preprocessing:
     return Preprocessing.from_weights(registry.get_model_weights(name).DEFAULT)
 
 
+def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+    """Give every BatchNorm layer of `model` the running-statistics `momentum` (`model.bn_momentum`).
+
+    Checkpoints come with their own (EfficientNet-Lite0's ImageNet weights: 0.01, TF's decay 0.99); a fair
+    comparison with a random init, whose statistics must move fast, sets one value for both.
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise FtlabError(
+            f"model.bn_momentum={momentum}: give a value in [0, 1] (or null for the model's own)."
+        )
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+
+
 def build(name: str, weights: str | None, num_classes: int) -> Backbone:
     """Build `name` with `weights` and a fresh `num_classes` head."""
     check_name(name)

@@ -2,27 +2,73 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
 import typing
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ftlab.callbacks.schedule import FinetuneSchedule
 from ftlab.callbacks.summary import EpochSummary
-from ftlab.config.schemas import checked
+from ftlab.config.schemas import (
+    FinetuneSchema,
+    RuntimeSchema,
+    SchedulerSchema,
+    check_moved,
+    checked,
+)
 from ftlab.config.types import check_types
 from ftlab.data import build_datamodule, build_source
-from ftlab.errors import FtlabError
+from ftlab.errors import FtlabError, verbose_enabled
 from ftlab.features import attach_feature_cache
 from ftlab.finetune.phases import build_phases
 from ftlab.inference.checkpoint import require_same_classes
+from ftlab.models.backbones import set_bn_momentum
 from ftlab.models.module import Classifier
 from ftlab.training import preflight, recipes
+
+
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising lines ("💡 Tip: For seamless cloud logging ... litlogger/litmodels")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+@contextlib.contextmanager
+def known_noise_filtered() -> Iterator[None]:
+    """Hide library messages a user cannot act on while the Trainer is built and runs.
+
+    FTLAB_VERBOSE=1 (or HYDRA_FULL_ERROR=1) shows everything. Only these known lines are hidden; any other
+    warning still prints.
+    """
+    if verbose_enabled():
+        yield
+        return
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    tips = _DropTips()
+    with warnings.catch_warnings():
+        # ftlab puts frozen stages (and their BatchNorm) in eval mode on purpose (`finetune.bn`): Lightning's
+        # "Found N module(s) in eval mode ... may lead to unexpected behavior" describes the intended state.
+        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", PossibleUserWarning)
+        # Lightning's pytree helper uses torch's deprecated LeafSpec every epoch: nothing a user can change.
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        # Lightning's tips advertise its cloud services (litlogger, litmodels); they are not about this run.
+        rank_zero_log.addFilter(tips)
+        try:
+            yield
+        finally:
+            rank_zero_log.removeFilter(tips)
 
 
 def _instantiate_all(node: DictConfig | None) -> list[Any]:
@@ -36,6 +82,9 @@ def _optional(node: DictConfig | None) -> Any:
     return instantiate(node) if node and "_target_" in node else None
 
 
+SCHEDULER_INTERVALS = ("epoch", "step")
+
+
 def _numeric_trainer_hints() -> dict[str, Any]:
     """Trainer arguments annotated with plain int/float/bool (optional): the ones a typo can break."""
     plain = {int, float, bool, type(None)}
@@ -43,32 +92,88 @@ def _numeric_trainer_hints() -> dict[str, Any]:
     return {k: h for k, h in hints.items() if k != "return" and set(typing.get_args(h) or (h,)) <= plain}
 
 
-def split_trainer_config(node: DictConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The Trainer's own arguments, and ftlab's `trainer.compile` option (None when off)."""
+def trainer_options(node: DictConfig) -> dict[str, Any]:
+    """The Trainer's arguments from the `trainer` node, numbers type-checked (old ftlab keys: "moved to")."""
     container = OmegaConf.to_container(node, resolve=True)
     assert isinstance(container, dict)
     trainer_cfg = {str(k): v for k, v in container.items()}
+    check_moved(f"trainer.{k}" for k in trainer_cfg)
     check_types(trainer_cfg, _numeric_trainer_hints(), prefix="trainer")
-    compile_cfg = trainer_cfg.pop("compile", False)
-    trainer_cfg.pop("channels_last", None)
-    if not compile_cfg:
-        return trainer_cfg, None
-    return trainer_cfg, dict(compile_cfg) if isinstance(compile_cfg, dict) else {}
+    return trainer_cfg
 
 
-def build_schedule(finetune: Any, stage_names: list[str]) -> FinetuneSchedule:
-    """The schedule callback from the checked `finetune` config and the backbone's trainable stages."""
-    phases = build_phases(
-        finetune.strategy,
-        stage_names,
-        unfreeze_at_epoch=finetune.unfreeze_at_epoch,
-        every=finetune.every,
-        milestones=finetune.milestones,
-        min_stage=finetune.min_stage,
-        phases=finetune.phases,
-        top_k=finetune.top_k,
+def compile_options(runtime: RuntimeSchema) -> dict[str, Any] | None:
+    """Keyword arguments of `Classifier.compile_stages` from `runtime.compile`; None when off."""
+    value = runtime.compile
+    if value is False or value is None:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, dict) and set(value) <= {"backend", "mode"}:
+        return dict(value)
+    raise FtlabError(
+        f"runtime.compile={value!r}: give false, true or {{backend: <torch.compile backend>, mode: <mode>}}, "
+        "e.g. runtime.compile=true or runtime.compile='{backend: inductor, mode: max-autotune}'."
     )
-    return FinetuneSchedule(phases, bn=finetune.bn, warmup_epochs=finetune.warmup_epochs)
+
+
+def scheduler_settings(cfg: DictConfig) -> SchedulerSchema:
+    """The checked `scheduler` node: its torch factory config plus Lightning's stepping options."""
+    scheduler = checked(cfg, "scheduler")
+    if scheduler.interval not in SCHEDULER_INTERVALS:
+        raise FtlabError(
+            f"scheduler.interval={scheduler.interval!r}: Lightning steps a scheduler once per `epoch` or "
+            "every optimizer `step`; give one of those."
+        )
+    factory = scheduler.factory
+    if factory is not None and not (isinstance(factory, dict) and "_target_" in factory):
+        raise FtlabError(
+            f"scheduler.factory={factory!r}: give a Hydra node with `_target_` (a torch LR scheduler, "
+            "`_partial_: true`) or null for a constant LR (scheduler=none)."
+        )
+    return scheduler
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every ftlab-read group checked at once, before data or weights load: one clear error when wrong."""
+    for group in ("model", "finetune", "param_groups", "features"):
+        checked(cfg, group)
+    scheduler_settings(cfg)
+    compile_options(checked(cfg, "runtime"))
+    trainer_options(cfg.trainer)
+
+
+def build_module(cfg: DictConfig, class_names: list[str]) -> Classifier:
+    """The Classifier the config describes (model, LR policy, optimizer, scheduler, runtime options)."""
+    model_cfg, groups = checked(cfg, "model"), checked(cfg, "param_groups")
+    scheduler, runtime = scheduler_settings(cfg), checked(cfg, "runtime")
+    module = Classifier(
+        backbone=model_cfg.backbone,
+        class_names=class_names,
+        weights=model_cfg.weights,
+        image_size=cfg.data.get("image_size"),
+        backbone_lr_mult=groups.backbone_lr_mult,
+        lr_decay=groups.lr_decay,
+        no_decay_norm_bias=groups.no_decay_norm_bias,
+        optimizer=_optional(cfg.get("optimizer")),
+        scheduler=instantiate(scheduler.factory) if scheduler.factory is not None else None,
+        scheduler_interval=scheduler.interval,
+        scheduler_monitor=scheduler.monitor,
+        channels_last=runtime.channels_last,
+        **recipes.loss_options(cfg),
+    )
+    if model_cfg.bn_momentum is not None:
+        set_bn_momentum(module.net, model_cfg.bn_momentum)
+    return module
+
+
+def build_schedule(finetune: FinetuneSchema, stage_names: list[str]) -> FinetuneSchedule:
+    """The schedule callback from the checked `finetune` config (its strategy's own keys) and the stages."""
+    options = dataclasses.asdict(finetune)
+    strategy, bn = options.pop("strategy"), options.pop("bn")
+    warmup_epochs = options.pop("warmup_epochs", 0.0)
+    phases = build_phases(strategy, stage_names, **options)
+    return FinetuneSchedule(phases, bn=bn, warmup_epochs=warmup_epochs)
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -93,6 +198,7 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run one fine-tuning job from a composed config; return its final metrics and the objects used."""
     model_cfg, finetune_cfg = checked(cfg, "model"), checked(cfg, "finetune")
+    check_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
     source = build_source(cfg.data, cfg.seed)
     if ckpt_path:
@@ -100,31 +206,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     preflight.check(source, model_cfg.backbone, model_cfg.weights)
     L.seed_everything(cfg.seed, workers=True)
 
-    scheduler_node = cfg.get("scheduler")
-    scheduler_cfg = OmegaConf.to_container(scheduler_node, resolve=True) if scheduler_node else {}
-    assert isinstance(scheduler_cfg, dict)
-    interval, monitor = scheduler_cfg.pop("interval", "epoch"), scheduler_cfg.pop("monitor", None)
-    module = Classifier(
-        backbone=model_cfg.backbone,
-        class_names=source.classes,
-        weights=model_cfg.weights,
-        image_size=cfg.data.get("image_size"),
-        backbone_lr_mult=finetune_cfg.backbone_lr_mult,
-        lr_decay=finetune_cfg.lr_decay,
-        no_decay_norm_bias=finetune_cfg.no_decay_norm_bias,
-        optimizer=_optional(cfg.get("optimizer")),
-        scheduler=instantiate(scheduler_cfg) if "_target_" in scheduler_cfg else None,
-        scheduler_interval=interval,
-        scheduler_monitor=monitor,
-        channels_last=bool(cfg.trainer.get("channels_last", False)),
-        **recipes.loss_options(cfg),
-    )
+    module = build_module(cfg, source.classes)
     schedule = build_schedule(finetune_cfg, module.trainable_stage_names)
     datamodule = build_datamodule(cfg.data, source, module.preprocessing, seed=cfg.seed)
     cache = attach_feature_cache(
         module, schedule, datamodule, checked(cfg, "features"), str(cfg.paths.data_dir)
     )
-    trainer_cfg, compile_cfg = split_trainer_config(cfg.trainer)
+    trainer_cfg, compile_cfg = trainer_options(cfg.trainer), compile_options(checked(cfg, "runtime"))
     trainer_cfg.update(cache.trainer_options)  # loaders follow the planned cache segments
     if compile_cfg is not None:
         module.compile_stages(**compile_cfg)
@@ -132,8 +220,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = _instantiate_all(cfg.get("callbacks")) + [schedule, summary]
     callbacks += recipes.recipe_callbacks(cfg, schedule)  # early stopping, EMA
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with known_noise_filtered():
+        trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
