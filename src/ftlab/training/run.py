@@ -172,6 +172,7 @@ def build_schedule(finetune: FinetuneSchema, stage_names: list[str]) -> Finetune
     options = dataclasses.asdict(finetune)
     strategy, bn = options.pop("strategy"), options.pop("bn")
     warmup_epochs = options.pop("warmup_epochs", 0.0)
+    options.pop("lr_find", None)  # recipes: read by training/recipes.py, not a phase option
     phases = build_phases(strategy, stage_names, **options)
     return FinetuneSchedule(phases, bn=bn, warmup_epochs=warmup_epochs)
 
