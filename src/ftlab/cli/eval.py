@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import MISSING, DictConfig
 from rich.console import Console
 
@@ -26,6 +27,7 @@ from ftlab.errors import report_errors
 from ftlab.inference import evaluation
 from ftlab.inference.calibration import describe
 from ftlab.inference.evaluation import Report, log_to_tensorboard, tensorboard_folder
+from ftlab.inference.tta import tta_views
 
 __all__ = ["EvalOptions", "Report", "evaluate", "main"]
 
@@ -39,12 +41,15 @@ class EvalOptions:
     seed: int | None = None
     device: str = "auto"
     calibrate: bool = False
+    tta: str = "none"
 
 
 def evaluate(cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
     """Evaluate `cfg.ckpt_path` on the chosen data; return the report and what was evaluated."""
     options: Any = checked_options(cfg, EvalOptions, "eval")
-    return evaluation.evaluate(options, cfg)
+    tta_views(torch.zeros(1, 3, 2, 2), options.tta)  # a wrong tta= fails before any data is loaded
+    report, about = evaluation.evaluate(options, cfg)
+    return report, about | {"tta": options.tta}
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")

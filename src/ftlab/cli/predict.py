@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import hydra
+import torch
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from ftlab.config.location import config_dir
@@ -24,6 +25,7 @@ from ftlab.errors import FtlabError, report_errors
 from ftlab.inference.calibration import describe
 from ftlab.inference.checkpoint import TrainedModel
 from ftlab.inference.prediction import OUTPUT_FORMATS, Prediction, collect_images, explain, predict
+from ftlab.inference.tta import tta_views
 
 __all__ = ["PredictOptions", "Prediction", "collect_images", "main", "predict", "run"]
 
@@ -41,6 +43,7 @@ class PredictOptions:
     device: str = "auto"
     explain: bool = False
     out_dir: str | None = None
+    tta: str = "none"
 
 
 def run(options: PredictOptions, out: IO[str]) -> None:
@@ -57,7 +60,9 @@ def run(options: PredictOptions, out: IO[str]) -> None:
     model = TrainedModel.load(options.ckpt_path, options.device)
     print(describe(model.temperature), file=sys.stderr)  # stdout stays one line per image
     failed: list[str] = []
-    for result in predict(model, paths, options.top_k, options.batch_size, options.num_workers):
+    tta_views(torch.zeros(1, 3, 2, 2), options.tta)  # a wrong tta= fails before any image is read
+    batches = predict(model, paths, options.top_k, options.batch_size, options.num_workers, options.tta)
+    for result in batches:
         if isinstance(result, Prediction):
             print(result.json() if options.format == "json" else result.text(), file=out, flush=True)
         else:

@@ -31,6 +31,7 @@ class FinetuneSchema:
 
     strategy: str = "freeze_unfreeze"
     bn: str = "frozen"
+    lr_find: bool = False  # recipes: LR range test at each phase boundary (callbacks/lr_finder.py)
 
 
 @dataclass

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,12 +18,13 @@ from torchvision.transforms import v2
 
 from ftlab.config.types import check_types
 from ftlab.data import transforms
+from ftlab.data.augment import BatchMix, ImageAugment, augment_key, parse_augment
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.datasets import FileImages, LabeledImages, TensorImages
 from ftlab.data.exclude import apply_exclude
 from ftlab.data.images import load_rgb
 from ftlab.data.preprocessing import Preprocessing
-from ftlab.data.sampling import EpochSampler
+from ftlab.data.sampling import BalancedSampler, EpochSampler, class_counts
 from ftlab.data.sources.base import Source
 from ftlab.data.sources.registry import SOURCES
 from ftlab.errors import FtlabError, did_you_mean
@@ -34,6 +36,9 @@ class FeatureSource(Protocol):
     def loader(self, split: str, epoch: int, epochs: int | None) -> DataLoader | None:
         """Loader of `FeatureBatch`es for `split` at `epoch` of a run of `epochs`, or None: use images."""
         ...
+
+
+log = logging.getLogger(__name__)
 
 
 class FileBatches:
@@ -62,8 +67,8 @@ def _worker_context(num_workers: int) -> str | None:
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-AUGMENTS = ("none", "hflip")
 PREPROCESS_ON = ("device", "cpu")
+SAMPLERS = ("random", "balanced")
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -82,14 +87,22 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool | str = "auto",
         persistent_workers: bool = True,
-        augment: str = "hflip",
+        augment: str | list[str] = "hflip",
         preprocess_on: str = "device",
         seed: int = 0,
         exclude: str | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        sampler: str = "random",
     ) -> None:
         super().__init__()
-        if augment not in AUGMENTS:
-            raise FtlabError(f"data.augment={augment!r} is not one of {AUGMENTS}.")
+        presets = parse_augment(augment)  # recipes: presets, MixUp/CutMix, balanced sampler
+        if sampler not in SAMPLERS:
+            raise FtlabError(f"data.sampler={sampler!r} is not one of {', '.join(SAMPLERS)}.")
+        self.image_augment = ImageAugment(presets)
+        self.mix = BatchMix(len(source.classes), mixup_alpha, cutmix_alpha)
+        self.sampler, self.hflip = sampler, "hflip" in presets
+        augment = augment_key(presets, mixup_alpha, cutmix_alpha)  # what the feature cache keys on
         if preprocess_on not in PREPROCESS_ON:
             raise FtlabError(f"data.preprocess_on={preprocess_on!r} is not one of {PREPROCESS_ON}.")
         self.source, self.preprocessing = source, preprocessing
@@ -113,9 +126,11 @@ class ImageDataModule(L.LightningDataModule):
 
     def _cpu_transform(self, train: bool) -> v2.Compose | None:
         steps: list[Any] = []
-        if train and self.augment == "hflip":
+        if train and self.hflip:
             steps.append(v2.RandomHorizontalFlip())
         prep = self.preprocessing
+        if train and self.image_augment and self.preprocess_on == "cpu":
+            steps.append(self.image_augment)
         if self.preprocess_on == "cpu":
             steps.append(v2.Lambda(functools.partial(transforms.preprocess, prep=prep)))
         elif not self.geometry_on_device:
@@ -127,6 +142,14 @@ class ImageDataModule(L.LightningDataModule):
             self.train_set, self.val_set = apply_exclude(*self.source.load(), self.exclude)
             self.train_set.transform = self._cpu_transform(train=True)
             self.val_set.transform = self._cpu_transform(train=False)
+            counts = {s: class_counts(self.raw_labels(s), len(self.classes)) for s in ("train", "val")}
+            log.info(
+                "data: images per class (train / val): %s",
+                ", ".join(
+                    f"{c}={t}/{v}"
+                    for c, t, v in zip(self.classes, counts["train"], counts["val"], strict=True)
+                ),
+            )
 
     def current_epoch(self) -> int:
         """The trainer's epoch (0 before fitting)."""
@@ -178,7 +201,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: LabeledImages | None, shuffle: bool) -> DataLoader:
         assert dataset is not None, "call setup() first"
-        sampler = EpochSampler(len(dataset), self.seed, self.current_epoch) if shuffle else None
+        sampler: Any = EpochSampler(len(dataset), self.seed, self.current_epoch) if shuffle else None
+        if shuffle and self.sampler == "balanced":
+            sampler = self.balanced_sampler(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -189,6 +214,13 @@ class ImageDataModule(L.LightningDataModule):
             multiprocessing_context=_worker_context(self.num_workers),
         )
 
+    def balanced_sampler(self, dataset: Any) -> BalancedSampler:
+        """`data.sampler=balanced`: classes drawn equally often; each DDP rank gets its own share."""
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+        return BalancedSampler(labels, self.seed, self.current_epoch, replicas, rank)
+
     def _cached(self, split: str) -> DataLoader | None:
         if self.cache is None:
             return None
@@ -196,7 +228,18 @@ class ImageDataModule(L.LightningDataModule):
         return self.cache.loader(split, self.current_epoch(), epochs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._cached("train") or self._loader(self.train_set, shuffle=True)
+        cached = self._cached("train")
+        if cached is not None and self.sampler == "balanced":  # cached features drawn class-balanced too
+            features, sampler = cached.dataset, self.balanced_sampler(cached.dataset)
+            cached = DataLoader(
+                features,
+                cached.batch_size,
+                sampler=sampler,
+                num_workers=cached.num_workers,
+                collate_fn=cached.collate_fn,
+                pin_memory=cached.pin_memory,
+            )
+        return cached or self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._cached("val") or self._loader(self.val_set, shuffle=False)
@@ -213,7 +256,11 @@ class ImageDataModule(L.LightningDataModule):
         if isinstance(batch, FeatureBatch):  # cached stage outputs: only the storage dtype changes
             return batch._replace(features=batch.features.float())
         images, labels = batch
-        return self.device_transform(images), labels
+        training = self.trainer is not None and self.trainer.training
+        if training and self.image_augment and self.preprocess_on == "device":
+            images = self.image_augment(images)
+        images = self.device_transform(images)
+        return self.mix(images, labels) if training else (images, labels)
 
 
 LOADER_KEYS = (
@@ -224,14 +271,22 @@ LOADER_KEYS = (
     "augment",
     "preprocess_on",
     "exclude",
+    "mixup_alpha",
+    "cutmix_alpha",
+    "sampler",
 )
+
+
+def _plain(value: Any) -> Any:
+    """A config list (ListConfig) as a plain list, anything else as it is."""
+    return [*value] if isinstance(value, Sequence) and not isinstance(value, str) else value
 
 
 def build_datamodule(
     cfg: Mapping[str, Any], source: Source, preprocessing: Preprocessing, seed: int = 0
 ) -> ImageDataModule:
     """DataModule from the `data` config node, its source, and the model's preprocessing."""
-    loader = {k: cfg[k] for k in LOADER_KEYS if k in cfg}
+    loader = {k: _plain(cfg[k]) for k in LOADER_KEYS if k in cfg}
     return ImageDataModule(source, preprocessing, seed=seed, **loader)
 
 
@@ -259,6 +314,6 @@ def build_source(cfg: Mapping[str, Any], seed: int) -> Source:
         kwargs["classes"] = list(kwargs["classes"])
     check_types(kwargs, typing.get_type_hints(cls))
     loader_hints = typing.get_type_hints(ImageDataModule.__init__)
-    check_types({k: cfg[k] for k in LOADER_KEYS if k in cfg}, loader_hints)
+    check_types({k: _plain(cfg[k]) for k in LOADER_KEYS if k in cfg}, loader_hints)
     check_types({"image_size": cfg.get("image_size")}, {"image_size": int | None})
     return cls(**kwargs)

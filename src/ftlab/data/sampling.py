@@ -3,12 +3,13 @@ uninterrupted one would (data order, augmentation and dropout depend on (seed, e
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 from ftlab.errors import FtlabError
 
@@ -60,3 +61,44 @@ class EpochSampler(Sampler[int]):
         reseed(value)
         order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(value))
         yield from order.tolist()
+
+
+def class_counts(labels: torch.Tensor | np.ndarray, num_classes: int) -> list[int]:
+    """Images per class index (0 for classes with none)."""
+    return torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=num_classes).tolist()
+
+
+class BalancedSampler(DistributedSampler):
+    """`data.sampler=balanced`: every class equally likely, drawn with replacement from (seed, epoch).
+
+    One draw of `len(labels)` indices (rounded up to a multiple of the ranks) is made per epoch, the same on
+    every rank; rank r takes positions r, r + R, r + 2R, ... of it, so the ranks' shares are disjoint and
+    together make the whole draw. A DistributedSampler subclass, so Lightning does not wrap it under DDP.
+    """
+
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        seed: int,
+        current_epoch: Callable[[], int],
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(range(len(labels)), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)  # type: ignore[arg-type]
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        self.weights = 1.0 / torch.bincount(labels)[labels].double()
+        self.current_epoch = current_epoch
+        self.total = math.ceil(len(labels) / num_replicas) * num_replicas
+
+    def __len__(self) -> int:
+        return self.total // self.num_replicas
+
+    def draw(self, epoch: int) -> torch.Tensor:
+        """The whole epoch's draw (all ranks' indices, interleaved)."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        return torch.multinomial(self.weights, self.total, replacement=True, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.current_epoch()
+        reseed(epoch_seed(self.seed, epoch))
+        yield from self.draw(epoch)[self.rank :: self.num_replicas].tolist()

@@ -202,6 +202,13 @@ class FeatureCache:
         """A loader of `FeatureBatch`es for `split` at `epoch` (shuffled per (seed, epoch)), or None."""
         if not self.enabled:
             return None
+        if split == "train" and self.datamodule.augment not in ("none", "hflip"):  # not finitely many views
+            if not getattr(self, "_said_uncached", False):
+                self._said_uncached = True
+                log.info(
+                    "feature cache: train not cached: augmentation %s is not finite", self.datamodule.augment
+                )
+            return None
         segment = self.plan(epochs)[split].segment(epoch)
         self._release(split, epoch)
         built = None

@@ -31,6 +31,7 @@ from ftlab.errors import FtlabError
 from ftlab.inference.calibration import ECE_BINS, Calibration, fit_temperature, store_temperature
 from ftlab.inference.checkpoint import TrainedModel, class_mismatch, read_record
 from ftlab.inference.plots import confusion_figure, reliability_figure, save_figure
+from ftlab.inference.tta import tta_logits
 
 SPLITS = ("val", "all")
 DEFAULT_SEED = 42  # train.yaml's seed, for checkpoints whose run config is gone
@@ -213,7 +214,8 @@ def evaluation_logits(
     to_checkpoint = torch.tensor([model.class_names.index(name) for name in source.classes])
     logits, target = [], []
     for images, labels in loader:
-        logits.append(model.logits(datamodule.device_transform(images.to(model.device))))
+        batch = datamodule.device_transform(images.to(model.device))
+        logits.append(tta_logits(model.logits, batch, getattr(options, "tta", "none")))  # tta= hook
         target.append(to_checkpoint[labels])
     if not logits:
         raise FtlabError(f"split={split}: the data has no images to evaluate.")

@@ -17,6 +17,7 @@ from ftlab.data.transforms import preprocess, resize_and_crop
 from ftlab.errors import FtlabError
 from ftlab.inference.checkpoint import TrainedModel
 from ftlab.inference.gradcam import Explainer, overlay, save_png
+from ftlab.inference.tta import tta_mean
 
 OUTPUT_FORMATS = ("text", "json")  # how ftlab.predict prints a prediction
 
@@ -87,7 +88,12 @@ class Prediction:
 
 
 def predict(
-    model: TrainedModel, paths: list[str], top_k: int | None, batch_size: int, num_workers: int = 0
+    model: TrainedModel,
+    paths: list[str],
+    top_k: int | None,
+    batch_size: int,
+    num_workers: int = 0,
+    tta: str = "none",
 ) -> Iterator[Prediction | tuple[str, str]]:
     """Predictions in input order (calibrated when the checkpoint holds a temperature); (path, error) for a
     file that cannot be read."""
@@ -101,7 +107,8 @@ def predict(
     )
     for batch in loader:
         good = [(idx, image) for idx, image, _ in batch if image is not None]
-        probs = model.probabilities(torch.stack([image for _, image in good])) if good else None
+        images = torch.stack([image for _, image in good]) if good else None
+        probs = tta_mean(model.probabilities, images, tta) if images is not None else None  # tta= hook
         rows = {idx: row for (idx, _), row in zip(good, probs if probs is not None else [], strict=True)}
         for idx, _, error in batch:
             if error is not None:

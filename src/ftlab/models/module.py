@@ -17,6 +17,7 @@ from ftlab.data.batches import FeatureBatch
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.finetune.param_groups import HEAD, build_param_groups, stage_lr_multipliers
 from ftlab.models.backbones import build
+from ftlab.models.loss import dominant_label, loss_weights
 from ftlab.models.stages import Stages, run_stages, split
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -63,6 +64,8 @@ class Classifier(L.LightningModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str | None = None,
         channels_last: bool = False,
+        label_smoothing: float = 0.0,
+        class_weights: str | list[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -77,7 +80,10 @@ class Classifier(L.LightningModule):
         object.__setattr__(self, "_head", head)
         self.lr_policy: LrPolicy | None = None  # set by `follow`; None: the optimizer's LRs as they are
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.criterion = nn.CrossEntropyLoss()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)  # recipes: loss.* options
+        self.criterion.register_buffer(
+            "weight", loss_weights(class_weights, None, len(class_names)), persistent=False
+        )
         num_classes = len(class_names)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -130,10 +136,16 @@ class Classifier(L.LightningModule):
             logits = self(images)
         loss = self.criterion(logits, labels)
         acc = self.train_acc if stage == "train" else self.val_acc
-        acc(logits, labels)
+        acc(logits, dominant_label(labels))  # MixUp/CutMix soft targets: accuracy against the dominant label
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.get("class_weights") == "auto" and self.trainer is not None:  # from the train split
+            labels = self.trainer.datamodule.raw_labels("train")  # type: ignore[attr-defined]
+            weights = loss_weights("auto", labels, len(self.class_names))
+            self.criterion.weight = None if weights is None else weights.to(self.device)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

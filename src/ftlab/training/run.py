@@ -35,7 +35,7 @@ from ftlab.finetune.phases import build_phases
 from ftlab.inference.checkpoint import require_same_classes
 from ftlab.models.backbones import set_bn_momentum
 from ftlab.models.module import Classifier
-from ftlab.training import preflight
+from ftlab.training import preflight, recipes
 
 
 class _DropTips(logging.Filter):
@@ -160,6 +160,7 @@ def build_module(cfg: DictConfig, class_names: list[str]) -> Classifier:
         scheduler_interval=scheduler.interval,
         scheduler_monitor=scheduler.monitor,
         channels_last=runtime.channels_last,
+        **recipes.loss_options(cfg),
     )
     if model_cfg.bn_momentum is not None:
         set_bn_momentum(module.net, model_cfg.bn_momentum)
@@ -171,6 +172,7 @@ def build_schedule(finetune: FinetuneSchema, stage_names: list[str]) -> Finetune
     options = dataclasses.asdict(finetune)
     strategy, bn = options.pop("strategy"), options.pop("bn")
     warmup_epochs = options.pop("warmup_epochs", 0.0)
+    options.pop("lr_find", None)  # recipes: read by training/recipes.py, not a phase option
     phases = build_phases(strategy, stage_names, **options)
     return FinetuneSchedule(phases, bn=bn, warmup_epochs=warmup_epochs)
 
@@ -217,6 +219,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         module.compile_stages(**compile_cfg)
     summary = EpochSummary()
     callbacks = _instantiate_all(cfg.get("callbacks")) + [schedule, summary]
+    callbacks += recipes.recipe_callbacks(cfg, schedule)  # early stopping, EMA
     loggers = _instantiate_all(cfg.get("logger"))
     with known_noise_filtered():
         trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)

@@ -1,0 +1,114 @@
+"""LR finder per phase: the suggestion rule, a known good LR range, state restored bit for bit, resume."""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ftlab.callbacks.lr_finder import PhaseLRFinder
+from ftlab.finetune.lr_find import suggest, sweep
+from ftlab.finetune.phases import Phase, Schedule
+
+
+def test_suggestion_is_the_steepest_descent_of_a_known_curve():
+    lrs = sweep(1e-5, 10.0, 120)
+    x = np.log10(lrs)
+    losses = 2.0 / (1 + np.exp(3 * (x + 2))) + 0.1 + np.where(x > 0, 10 ** (2 * x) - 1, 0.0)
+    chosen = suggest(lrs, losses)
+    assert 10**-2.5 < chosen < 10**-1.5  # the sigmoid falls fastest at 1e-2; the smoothing lags behind
+
+
+class _Regression(L.LightningModule):
+    """Least squares with an MSE loss: SGD is stable for LRs below 1 (Hessian ~ 2I) and diverges above."""
+
+    def __init__(self, bn: bool = False) -> None:
+        super().__init__()
+        self.net = (
+            nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 1)) if bn else nn.Linear(8, 1)
+        )
+        self.criterion = nn.MSELoss()
+        self.lr = 0.05 if bn else 1.0
+
+    def forward(self, x, start: int = 0):
+        return self.net(x).squeeze(-1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return self.criterion(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.5)
+
+
+def _data(n: int = 256) -> DataLoader:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=generator)
+    y = x @ torch.randn(8, generator=generator) + 0.01 * torch.randn(n, generator=generator)
+    return DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+
+
+def _trainer(epochs: int, callbacks: list[Callback], root=None) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=root is not None,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        callbacks=callbacks,
+    )
+
+
+def test_suggestion_falls_in_the_known_good_range():
+    finder = PhaseLRFinder(Schedule([Phase(0, frozenset())]), steps=60)
+    _trainer(1, [finder]).fit(_Regression(), _data())
+    assert 0.03 <= finder.choices[0] <= 1.0  # the base LR is 1.0: multiplier = LR
+
+
+class _Snapshot(Callback):
+    def __init__(self) -> None:
+        self.states: list[dict] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.states.append(
+            {
+                "model": {k: v.clone() for k, v in pl_module.state_dict().items()},
+                "optimizer": repr(trainer.optimizers[0].state_dict()),
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state()[1].copy(),
+                "python": random.getstate(),
+            }
+        )
+
+
+def test_state_after_the_test_equals_state_before_bit_for_bit():
+    before, after = _Snapshot(), _Snapshot()
+    schedule = Schedule([Phase(0, frozenset()), Phase(1, frozenset({"all"}))])
+    finder = PhaseLRFinder(schedule, steps=20)
+    _trainer(2, [before, finder, after]).fit(_Regression(bn=True), _data())
+    assert finder.tests_run == 2 and sorted(finder.choices) == [0, 1]
+    for b, a in zip(before.states, after.states, strict=True):
+        assert b["model"].keys() == a["model"].keys()
+        assert all(torch.equal(b["model"][k], a["model"][k]) for k in b["model"])  # weights and BN buffers
+        assert b["optimizer"] == a["optimizer"] and "momentum_buffer" in after.states[1]["optimizer"]
+        assert torch.equal(b["torch"], a["torch"]) and (b["numpy"] == a["numpy"]).all()
+        assert b["python"] == a["python"]
+
+
+def test_resume_reuses_the_choice(tmp_path):
+    phases = [Phase(0, frozenset()), Phase(1, frozenset({"all"}))]
+    first = PhaseLRFinder(Schedule(list(phases)), steps=20)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    _trainer(2, [first, checkpoint], tmp_path).fit(_Regression(), _data())
+    schedule = Schedule(list(phases))
+    resumed = PhaseLRFinder(schedule, steps=20)
+    _trainer(3, [resumed], tmp_path).fit(_Regression(), _data(), ckpt_path=tmp_path / "last.ckpt")
+    assert resumed.tests_run == 0 and resumed.choices == first.choices
+    assert [p.lr_mult for p in schedule.phases] == [first.choices[0], first.choices[1]]
