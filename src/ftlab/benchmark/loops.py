@@ -86,21 +86,21 @@ class _DeviceBatches(IterableDataset):
 
 
 class StepTimer(Callback):
-    """Wall time from the start of step `warmup` to the end of training (the hand loop's window)."""
+    """The hand loop's window in ftlab: from the end of step `warmup - 1` (so fetching and preprocessing
+    step `warmup` count) to the end of step `steps - 1` (its optimizer step done)."""
 
-    def __init__(self, warmup: int, device: torch.device) -> None:
-        self.warmup, self.device, self.start, self.stop = warmup, device, 0.0, 0.0
+    def __init__(self, warmup: int, steps: int, device: torch.device) -> None:
+        self.warmup, self.steps, self.device, self.start, self.stop = warmup, steps, device, 0.0, 0.0
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        if idx == self.warmup:
+        if idx == self.warmup - 1:
             sync(self.device)
             self.start = time.perf_counter()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        sync(self.device)
-        self.stop = time.perf_counter()
+        elif idx == self.steps - 1:
+            sync(self.device)
+            self.stop = time.perf_counter()
 
 
 def quiet_trainer(s: Settings, callbacks: list[Callback], **kwargs: Any) -> L.Trainer:
@@ -140,7 +140,7 @@ def ftlab_loop(name: str, s: Settings, device: torch.device) -> float:
     dm = ImageDataModule(SyntheticSource(train_size=8, val_size=8), module.preprocessing, augment="none")
     images, labels = batches(device, s.batch_size, s.steps)
     dm.train_dataloader = lambda: DataLoader(_DeviceBatches(images, labels), batch_size=None)  # type: ignore[method-assign]
-    timer = StepTimer(s.warmup, device)
+    timer = StepTimer(s.warmup, s.steps, device)
     trainer = quiet_trainer(s, [schedule, timer], max_steps=s.steps, limit_val_batches=0)
     trainer.fit(module, datamodule=dm)
     return (s.steps - s.warmup) * s.batch_size / (timer.stop - timer.start)

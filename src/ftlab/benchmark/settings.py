@@ -24,7 +24,7 @@ class Settings:
     batch_size: int
     image_size: int
     steps: int
-    warmup: int
+    warmup: int  # untimed steps (at least 1)
     repeats: int
     models: list[str] = field(default_factory=lambda: ["resnet18"])
     cache_images: int = 512
