@@ -45,7 +45,8 @@ lint: install
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
 
-# Throughput vs a hand-written loop, feature cache, preprocessing; `make bench ARGS=--quick` for < 3 min on CPU.
+# Throughput vs a hand-written loop, feature cache (end to end and per epoch), preprocessing; `make bench
+# ARGS=--quick` for about a minute on CPU, `ARGS=--main-job` adds the real main job vs the whole-network schedule.
 bench: install
 	$(PY) -m ftlab.bench --json bench.json $(ARGS)
 

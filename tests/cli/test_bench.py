@@ -1,5 +1,5 @@
-"""`python -m ftlab.bench --quick` runs and writes the documented JSON (the figures themselves are not
-asserted: performance claims come from the benchmark, not from timed tests)."""
+"""`python -m ftlab.bench` as users run it: the quick bench's JSON, and `--main-job` on a shrunk config
+(the real training command in a subprocess, on stand-in assets the bench stages itself)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,51 @@ import json
 
 import pytest
 
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import offline_env, run_cli
 
 
 @pytest.mark.slow
-def test_quick_bench_writes_its_json(tmp_path):
+def test_quick_bench_writes_consistent_json(tmp_path):
     result = run_cli(
         "ftlab.bench", ["--quick", "--json", str(tmp_path / "bench.json")], cwd=tmp_path, timeout=900
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "bench.json").read_text())
-    assert {"cache_speedup", "ftlab_vs_hand", "device", "settings", "models", "pipeline_img_s"} <= data.keys()
-    assert data["cache_speedup"] > 0 and data["ftlab_vs_hand"] > 0
+    cache = data["cache"]
+    assert data["ftlab_vs_hand"] == data["models"]["resnet18"]["ratio"]
+    assert data["cache_speedup"] == pytest.approx(sorted(cache["end_to_end_ratios"])[1])
+    assert data["cache_speedup_steady"] == pytest.approx(sorted(cache["steady_ratios"])[1])
+    assert cache["first_epoch_s"]["memory"] > cache["steady_epoch_s"]["memory"]  # the build is in epoch 1
+    assert cache["final_weight_max_diff"] < 1e-5
     assert "ftlab bench on" in result.stdout
+
+
+@pytest.mark.slow
+def test_main_job_bench_runs_the_real_command_on_staged_assets(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    args = [
+        "--main-job-only",
+        "--main-job-epochs=2",
+        "--main-job-train-size=24",
+        "--main-job-val-size=12",
+        "--main-job-override=callbacks.rich_progress_bar=null",
+        "--json",
+        str(tmp_path / "bench.json"),
+    ]
+    result = run_cli("ftlab.bench", args, cwd=tmp_path, env=offline_env(TORCH_HOME=str(home)), timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "bench.json").read_text())
+    main, base = data["main_job"], data["whole_network"]
+    for arm in (main, base):
+        assert arm["epochs"] == 2
+        phases = [arm[k] for k in ("startup_s", "cache_build_s", "train_epochs_s", "val_epochs_s")]
+        assert all(p > 0 for p in phases)
+        assert sum(phases) <= arm["wall_s"]
+        assert any("feature cache" in line for line in arm["cache_log"])
+    assert "finetune=freeze_unfreeze finetune.unfreeze_at_epoch=2" in base["command"]
+    assert data["main_job_forward_equivalents"] == pytest.approx(
+        data["main_job_s"] * data["resnet18_infer_img_s"]
+    )
+    assert data["whole_network_vs_main"] == pytest.approx(base["wall_s"] / main["wall_s"])
+    assert not any(home.iterdir())  # the user's torch cache was never touched
