@@ -24,11 +24,11 @@ class SlowFirstBuild(FeatureCache):
         self.delayed = False
         SlowFirstBuild.made.append(self)
 
-    def loader(self, split, datamodule, epoch):
+    def loader(self, split, epoch, epochs):
         if split == "train" and not self.delayed:
             self.delayed = True
             time.sleep(BUILD_DELAY)
-        return super().loader(split, datamodule, epoch)
+        return super().loader(split, epoch, epochs)
 
 
 def test_cache_benchmark_same_model_and_build_in_end_to_end_window():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +35,14 @@ def attach_cache(
     mode: str,
     dtype: str,
     factory: CacheFactory = FeatureCache,
-) -> None:
-    """The one place the bench wires a feature cache into a DataModule (today's FeatureCache API)."""
+) -> dict[str, Any]:
+    """The bench's feature cache, wired as training wires it; returns the Trainer options it needs.
+
+    `factory` is `FeatureCache` or a subclass (tests use one to make the build visibly slow)."""
     config = CacheConfig(cache=mode, dtype=dtype)
-    dm.attach_cache(factory(config, module, schedule, "/tmp", dm.augment))
+    cache = factory(config, module, schedule, dm, tempfile.gettempdir())
+    dm.attach_cache(cache)
+    return dict(cache.trainer_options)
 
 
 class EpochMarks(Callback):
@@ -101,11 +106,10 @@ def frozen_run(
     dm = ImageDataModule(
         source, module.preprocessing, batch_size=32, augment="hflip", pin_memory=s.device == "cuda"
     )
-    attach_cache(dm, module, schedule, mode, s.cache_dtype, factory)
+    options = attach_cache(dm, module, schedule, mode, s.cache_dtype, factory)
+    options.setdefault("reload_dataloaders_every_n_epochs", 1)  # the same loader cadence in both arms
     marks = EpochMarks(device)
-    trainer = quiet_trainer(
-        s, [schedule, marks], max_epochs=s.cache_epochs, reload_dataloaders_every_n_epochs=1
-    )
+    trainer = quiet_trainer(s, [schedule, marks], max_epochs=s.cache_epochs, **options)
     trainer.fit(module, datamodule=dm)
     state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     return FrozenRun(marks.epochs, state)
