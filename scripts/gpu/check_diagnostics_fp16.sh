@@ -5,11 +5,11 @@
 set -euo pipefail
 out=$(mktemp -d)
 for precision in fp16 gpu; do
-  python -m ftlab.train +experiment=smoke trainer=$precision finetune=freeze_unfreeze trainer.max_epochs=2 \
+  "${PYTHON:-python3}" -m ftlab.train +experiment=smoke trainer=$precision finetune=freeze_unfreeze trainer.max_epochs=2 \
     callbacks.rich_progress_bar=null paths.log_dir="$out/$precision" >/dev/null
 done
 for precision in fp16 gpu; do
   echo "== trainer=$precision"
-  python -m ftlab.report "$out/$precision" --diagnostics --format json |
+  "${PYTHON:-python3}" -m ftlab.report "$out/$precision" --diagnostics --format json |
     python -c 'import json,sys; d=json.load(sys.stdin)[0]["diagnostics"]; print({k: v for k, v in d.items() if k.startswith("grad_norm/")})'
 done

@@ -5,7 +5,7 @@
 set -euo pipefail
 work=$(mktemp -d)
 cp tests/fixtures/before_layout_shufflenet.ckpt "$work/model.ckpt"
-python - "$work" <<'PY'
+"${PYTHON:-python3}" - "$work" <<'PY'
 import sys, numpy as np
 from pathlib import Path
 from PIL import Image
@@ -14,11 +14,11 @@ rng = np.random.default_rng(0)
 for i in range(6):
     Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(root / f"{i}.jpg")
 PY
-python -m ftlab.eval ckpt_path="$work/model.ckpt" data=synthetic device=cuda calibrate=true hydra.run.dir="$work/eval"
-python -m ftlab.predict ckpt_path="$work/model.ckpt" inputs="[$work/images]" format=json device=cuda \
+"${PYTHON:-python3}" -m ftlab.eval ckpt_path="$work/model.ckpt" data=synthetic device=cuda calibrate=true hydra.run.dir="$work/eval"
+"${PYTHON:-python3}" -m ftlab.predict ckpt_path="$work/model.ckpt" inputs="[$work/images]" format=json device=cuda \
   explain=true out_dir="$work/cam_gpu" > "$work/gpu.jsonl"
-python -m ftlab.predict ckpt_path="$work/model.ckpt" inputs="[$work/images]" format=json device=cpu > "$work/cpu.jsonl"
-python - "$work" <<'PY'
+"${PYTHON:-python3}" -m ftlab.predict ckpt_path="$work/model.ckpt" inputs="[$work/images]" format=json device=cpu > "$work/cpu.jsonl"
+"${PYTHON:-python3}" - "$work" <<'PY'
 import json, sys
 from pathlib import Path
 work = Path(sys.argv[1])
