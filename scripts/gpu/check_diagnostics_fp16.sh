@@ -11,5 +11,5 @@ done
 for precision in fp16 gpu; do
   echo "== trainer=$precision"
   "${PYTHON:-python3}" -m ftlab.report "$out/$precision" --diagnostics --format json |
-    python -c 'import json,sys; d=json.load(sys.stdin)[0]["diagnostics"]; print({k: v for k, v in d.items() if k.startswith("grad_norm/")})'
+    "${PYTHON:-python3}" -c 'import json,sys; d=json.load(sys.stdin)[0]["diagnostics"]; print({k: v for k, v in d.items() if k.startswith("grad_norm/")})'
 done
