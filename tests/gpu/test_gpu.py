@@ -41,7 +41,7 @@ def test_cached_features_live_on_the_gpu():
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=64)
     schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
     dm = ImageDataModule(SyntheticSource(train_size=32, val_size=16), module.preprocessing, batch_size=8)
-    cache = attach_feature_cache(module, schedule, dm, CacheConfig(), "/tmp")
+    cache = attach_feature_cache(module, schedule, dm, CacheConfig(cache="memory"), "/tmp")  # forced: 1 epoch
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="gpu",

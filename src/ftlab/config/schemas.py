@@ -30,7 +30,7 @@ class FinetuneSchema:
     """`finetune=`: the keys every strategy has (which stages train when; BatchNorm of frozen stages)."""
 
     strategy: str = "freeze_unfreeze"
-    bn: str = "frozen"
+    bn: str = "auto"
     lr_find: bool = False  # recipes: LR range test at each phase boundary (callbacks/lr_finder.py)
 
 

@@ -19,6 +19,7 @@ from ftlab.finetune.param_groups import HEAD
 
 STRATEGIES = ("linear_probe", "full", "freeze_unfreeze", "gradual", "top_k", "custom")
 BN_POLICIES = ("frozen", "train", "all_frozen")
+BN_CHOICES = ("auto", *BN_POLICIES)  # what `finetune.bn` accepts; `auto` is resolved by `resolve_bn`
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -53,6 +54,23 @@ def resolve_trainable(spec: str | Iterable[str], stage_names: Sequence[str]) -> 
                 f"backbone: {', '.join(stage_names)}; also `top-k`, `all`, `none`."
             )
     return frozenset(chosen)
+
+
+def resolve_bn(policy: str, pretrained: bool) -> tuple[str, str]:
+    """The BatchNorm policy to run (`auto` resolved) and why, for the start-of-run log line.
+
+    `auto`: with pretrained weights every BatchNorm keeps its pretrained statistics (`all_frozen`): on the
+    offline proxy, letting trained stages update them (`frozen`) dragged val accuracy below the head-only
+    epoch (README, "Defaults that do not make the model worse"); a random init must learn its statistics
+    (`frozen`: the stages that train update theirs).
+    """
+    if policy not in BN_CHOICES:
+        raise FtlabError(f"finetune.bn={policy!r} is not one of {', '.join(BN_CHOICES)}.")
+    if policy != "auto":
+        return policy, "finetune.bn"
+    if pretrained:
+        return "all_frozen", "auto: pretrained weights keep their BatchNorm statistics"
+    return "frozen", "auto: random init, the training stages learn their BatchNorm statistics"
 
 
 def build_phases(

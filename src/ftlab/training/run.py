@@ -31,11 +31,13 @@ from ftlab.config.types import check_types
 from ftlab.data import build_datamodule, build_source
 from ftlab.errors import FtlabError, verbose_enabled
 from ftlab.features import attach_feature_cache
-from ftlab.finetune.phases import build_phases
+from ftlab.finetune.phases import build_phases, resolve_bn
 from ftlab.inference.checkpoint import require_same_classes
 from ftlab.models.backbones import set_bn_momentum
 from ftlab.models.module import Classifier
 from ftlab.training import preflight, recipes
+
+log = logging.getLogger(__name__)
 
 
 class _DropTips(logging.Filter):
@@ -167,10 +169,15 @@ def build_module(cfg: DictConfig, class_names: list[str]) -> Classifier:
     return module
 
 
-def build_schedule(finetune: FinetuneSchema, stage_names: list[str]) -> FinetuneSchedule:
-    """The schedule callback from the checked `finetune` config (its strategy's own keys) and the stages."""
+def build_schedule(
+    finetune: FinetuneSchema, stage_names: list[str], pretrained: bool = False
+) -> FinetuneSchedule:
+    """The schedule callback from the checked `finetune` config (its strategy's own keys) and the stages;
+    `pretrained` resolves `finetune.bn=auto` (logged)."""
     options = dataclasses.asdict(finetune)
-    strategy, bn = options.pop("strategy"), options.pop("bn")
+    strategy = options.pop("strategy")
+    bn, why = resolve_bn(options.pop("bn"), pretrained)
+    log.info("BatchNorm policy: %s (%s)", bn, why)
     warmup_epochs = options.pop("warmup_epochs", 0.0)
     options.pop("lr_find", None)  # recipes: read by training/recipes.py, not a phase option
     phases = build_phases(strategy, stage_names, **options)
@@ -208,7 +215,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
 
     module = build_module(cfg, source.classes)
-    schedule = build_schedule(finetune_cfg, module.trainable_stage_names)
+    schedule = build_schedule(finetune_cfg, module.trainable_stage_names, model_cfg.weights is not None)
     datamodule = build_datamodule(cfg.data, source, module.preprocessing, seed=cfg.seed)
     cache = attach_feature_cache(
         module, schedule, datamodule, checked(cfg, "features"), str(cfg.paths.data_dir)
