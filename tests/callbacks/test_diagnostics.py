@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -17,6 +16,7 @@ from ftlab.models.module import Classifier
 from ftlab.runs.report import load_runs, render
 from ftlab.training.run import train
 from tests.helpers.cli import TINY
+from tests.helpers.trainers import quiet_cpu_trainer
 
 
 def test_drift_is_zero_while_frozen_and_positive_after_unfreezing(compose_cfg, tmp_path: Path) -> None:
@@ -59,14 +59,9 @@ def test_grad_norm_per_stage_matches_plain_autograd() -> None:
         for name, part in stage_modules(reference).items()
     }
     diagnostics = TransferDiagnostics()
-    trainer = L.Trainer(
+    trainer = quiet_cpu_trainer(
         max_steps=1,
         callbacks=[diagnostics],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
         limit_val_batches=0,
     )
     trainer.fit(module, DataLoader(TensorDataset(images, labels), batch_size=8))

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ftlab.callbacks.early_stopping import PhaseAwareEarlyStopping
 from ftlab.finetune.phases import Phase, Schedule
+from tests.helpers.trainers import quiet_cpu_trainer
 
 
 class _Plateau(L.LightningModule):
@@ -32,13 +33,8 @@ class _Plateau(L.LightningModule):
 
 def _fit(callback: EarlyStopping, epochs: int = 10) -> L.Trainer:
     data = TensorDataset(torch.randn(8, 2), torch.randint(0, 2, (8,)))
-    trainer = L.Trainer(
+    trainer = quiet_cpu_trainer(
         max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=[callback],
     )

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ftlab.callbacks.ema import EMA, warmup_decay
 from ftlab.errors import FtlabError
+from tests.helpers.trainers import quiet_cpu_trainer
 
 
 class _Toy(L.LightningModule):
@@ -55,13 +56,8 @@ def _fit(ema: EMA) -> tuple[_Toy, _Record, dict[str, torch.Tensor]]:
     initial = copy.deepcopy(model.state_dict())
     data = TensorDataset(torch.randn(16, 4), torch.randint(0, 3, (16,)))
     record = _Record()
-    trainer = L.Trainer(
+    trainer = quiet_cpu_trainer(
         max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=[record, ema],
     )

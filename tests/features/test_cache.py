@@ -18,6 +18,7 @@ from ftlab.finetune.phases import build_phases
 from ftlab.models.module import Classifier
 from ftlab.training.run import train
 from tests.helpers.cli import TINY
+from tests.helpers.trainers import quiet_cpu_trainer
 
 
 class _Losses(Callback):
@@ -58,13 +59,8 @@ def _run(
         str(tmp_path or "/nonexistent"),
     )
     record = _Losses()
-    trainer = L.Trainer(
+    trainer = quiet_cpu_trainer(
         max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         deterministic=True,
         reload_dataloaders_every_n_epochs=1,
         callbacks=[schedule, record],

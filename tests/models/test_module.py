@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ftlab.data.batches import FeatureBatch
 from ftlab.finetune.param_groups import HEAD
 from ftlab.models.module import Classifier
+from tests.helpers.trainers import quiet_cpu_trainer
 
 
 def test_a_feature_batch_enters_the_network_at_its_start_stage():
@@ -40,13 +40,8 @@ def _one_step(policy) -> tuple[Classifier, Classifier]:
     before.load_state_dict(module.state_dict())
     module.follow(policy)
     data = TensorDataset(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 0, 1]))
-    trainer = L.Trainer(
+    trainer = quiet_cpu_trainer(
         max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
     )

@@ -14,6 +14,7 @@ from ftlab.data import ImageDataModule
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.finetune.phases import build_phases
 from ftlab.models.module import Classifier
+from tests.helpers.trainers import quiet_cpu_trainer
 
 
 def _train(batch_size: int, accumulate: int) -> dict[str, torch.Tensor]:
@@ -37,13 +38,8 @@ def _train(batch_size: int, accumulate: int) -> dict[str, torch.Tensor]:
         batch_size=batch_size,
         augment="none",
     )
-    trainer = L.Trainer(
+    trainer = quiet_cpu_trainer(
         max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
         accumulate_grad_batches=accumulate,
