@@ -109,14 +109,19 @@ def test_main_job_runs_offline_with_staged_files(tmp_path):
         "data.train_size=30",
         "data.val_size=9",
         "data.image_size=32",
-        "trainer.max_epochs=2",
-        "finetune.unfreeze_at_epoch=1",
+        "trainer.max_epochs=3",
         "callbacks.rich_progress_bar=null",
     ]
     result = run_cli("ftlab.train", args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = _only_run(tmp_path / "logs", "cats_dogs_cars")
-    assert len(_scalars(run_dir)["val/acc"]) == 2
+    assert len(_scalars(run_dir)["val/acc"]) == 3
+    # the shipped recipe: stem..layer3 computed once per image for the whole run, never rebuilt
+    log = result.stdout + result.stderr
+    builds = [line for line in log.splitlines() if "feature cache built:" in line]
+    assert len(builds) == 2, log[-3000:]
+    assert any("train after stage layer3 (epochs 0-2)" in b for b in builds), builds
+    assert any("val after stage layer3 (epochs 0-2)" in b for b in builds), builds
     meta = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ftlab"]
     assert meta["class_names"] == ["cat", "dog", "automobile"]
     assert meta["weights_id"] == "ResNet18_Weights.IMAGENET1K_V1"
