@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +18,7 @@ from ftlab.callbacks.review import (
     per_class_accuracy,
 )
 from ftlab.inference.plots import confusion_figure, figure_array
-
-TENSORBOARD = Path(sys.executable).with_name("tensorboard")
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+from tests.helpers.tensorboard import serve
 
 
 def _events(run: Path) -> EventAccumulator:
@@ -97,40 +89,14 @@ def test_review_logs_images_class_accuracy_and_hparams(optuna_sweep: Path) -> No
     assert grids >= 1 and cached >= 1, (grids, cached)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_tensorboard_server_serves_the_runs_scalars(optuna_sweep: Path) -> None:
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(TENSORBOARD), "--logdir", str(optuna_sweep), "--port", str(port), "--host", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     expected = {"val/acc", "val/loss", f"{CLASS_ACC_PREFIX}class_0"}
-    served: dict[str, dict] = {}
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                url = f"http://127.0.0.1:{port}/data/plugin/scalars/tags"
-                with NO_PROXY.open(url, timeout=5) as response:
-                    served = json.loads(response.read())
-            except OSError:
-                served = {}
-            if len(served) == 3 and all(expected <= set(tags) for tags in served.values()):
-                break
-            time.sleep(1)
-    finally:
-        server.terminate()
-        try:
-            _, err = server.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            _, err = server.communicate()
-    assert sorted(s.split("/tensorboard/")[0] for s in served) == [str(n) for n in range(3)], err[-2000:]
+    path = "/data/plugin/scalars/tags"
+
+    def ready(answers: dict) -> bool:
+        served = answers.get(path, {})
+        return len(served) == 3 and all(expected <= set(tags) for tags in served.values())
+
+    served = serve(optuna_sweep, [path], ready)[path]
+    assert sorted(s.split("/tensorboard/")[0] for s in served) == [str(n) for n in range(3)], served
     assert all(expected <= set(tags) for tags in served.values()), served

@@ -4,50 +4,14 @@ accuracy charts, and the runs are named by their swept overrides. Read from a re
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
 
 from ftlab.runs.report import load_runs, render
-from tests.callbacks.test_review import NO_PROXY, TENSORBOARD, _free_port
 from tests.helpers.cli import CONF, TINY, run_cli
-
-
-def _serve(logdir: Path, paths: list[str], ready: Any, timeout: float = 90) -> dict[str, Any]:
-    """Start `tensorboard` on loopback, GET `paths` (JSON) until `ready(answers)`, stop it; the answers."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(TENSORBOARD), "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    answers: dict[str, Any] = {}
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                for path in paths:
-                    with NO_PROXY.open(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-                        answers[path] = json.loads(response.read())
-            except OSError:
-                answers = {}
-            if answers and ready(answers):
-                break
-            time.sleep(1)
-    finally:
-        server.terminate()
-        try:
-            _, err = server.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            _, err = server.communicate()
-    assert answers, err[-2000:]
-    return answers
+from tests.helpers.tensorboard import serve
 
 
 def _expected_names(sweep: Path) -> set[str]:
@@ -66,7 +30,7 @@ def _expected_names(sweep: Path) -> set[str]:
 def test_sweep_opens_on_loss_and_accuracy_charts_with_runs_named_by_overrides(optuna_sweep: Path) -> None:
     expected = _expected_names(optuna_sweep)
     layout_path, runs_path = "/data/plugin/custom_scalars/layout", "/data/runs"
-    answers = _serve(
+    answers = serve(
         optuna_sweep,
         [runs_path, layout_path],
         lambda a: set(a.get(runs_path, [])) >= expected and a.get(layout_path, {}).get("category"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.cli import REPO, TINY, offline_env
+from tests.helpers.cli import REPO, TINY, free_port, offline_env
 
 # Two nodes x one process; the backbone unfreezes in epoch 1 (0-based) of 3. 24 training images over two
 # ranks in batches of 8: 2 steps per epoch, so step 5 is the first step of epoch 2.
@@ -29,15 +28,9 @@ NODE_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _two_nodes(tmp_path: Path, logs: Path, tag: str, dumps: Path, extra: list[str]) -> list[str]:
     """Start node 0 and node 1 as separate `python -m ftlab.train` processes; wait; return their stderr."""
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for node in (0, 1):
         env = offline_env(

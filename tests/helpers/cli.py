@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,10 @@ def run_clis(
             pool.submit(run_cli, m, args, cwd, env) for (m, args), env in zip(calls, envs, strict=True)
         ]
         return [f.result() for f in futures]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
