@@ -143,6 +143,7 @@ def test_optuna_search_killed_after_two_of_four_trials_finishes_when_run_again(t
     args += [
         "hydra.sweeper.study_name=resume_me",
         "+experiment=smoke",
+        "finetune=freeze_unfreeze",  # the search space tunes its unfreeze epoch
         *FAST,
         "callbacks.tensorboard_review=null",
     ]
