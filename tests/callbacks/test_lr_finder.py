@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ftlab.callbacks.lr_finder import PhaseLRFinder
 from ftlab.finetune.lr_find import suggest, sweep
 from ftlab.finetune.phases import Phase, Schedule
+from tests.helpers.trainers import quiet_cpu_trainer
 
 
 def test_suggestion_is_the_steepest_descent_of_a_known_curve():
@@ -54,15 +55,8 @@ def _data(n: int = 256) -> DataLoader:
 
 
 def _trainer(epochs: int, callbacks: list[Callback], root=None) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=root is not None,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-        callbacks=callbacks,
+    return quiet_cpu_trainer(
+        max_epochs=epochs, enable_checkpointing=root is not None, default_root_dir=root, callbacks=callbacks
     )
 
 

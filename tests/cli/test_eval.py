@@ -17,10 +17,10 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from torchvision.transforms import v2
 
 from ftlab.cli.eval import evaluate
-from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.errors import FtlabError
 from ftlab.models.module import Classifier
 from tests.helpers.cli import CONF, run_clis
+from tests.helpers.images import write_synthetic_folder
 
 
 def _best_val_acc(ckpt: Path) -> float:
@@ -30,15 +30,7 @@ def _best_val_acc(ckpt: Path) -> float:
 
 
 def _folder_of_synthetic_images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    """Generated 32x32 images (the smoke model's size) saved as PNG files, one sub-folder per class."""
-    _, val = SyntheticSource(num_classes=len(classes), train_size=3, val_size=30, seed=7).load()
-    files = []
-    for i, (image, label) in enumerate(zip(val.images, val.labels.tolist(), strict=True)):
-        path = root / classes[label] / f"{i:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
-        files.append((path, label))
-    return files
+    return write_synthetic_folder(root, classes, count=30, seed=7)
 
 
 def _reference_predictions(ckpt: Path, files: list[tuple[Path, int]]) -> np.ndarray:

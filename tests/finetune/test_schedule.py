@@ -17,6 +17,7 @@ from ftlab.errors import FtlabError
 from ftlab.finetune.param_groups import NO_DECAY_SUFFIX
 from ftlab.finetune.phases import Phase, build_phases
 from ftlab.models.module import Classifier
+from tests.helpers.trainers import quiet_cpu_trainer
 
 RESNET = ["stem", "layer1", "layer2", "layer3", "layer4"]
 
@@ -77,13 +78,9 @@ def _trainer(epochs: int, schedule: FinetuneSchedule, root: Path | None = None, 
     callbacks: list[Callback] = [schedule]
     if root is not None:
         callbacks.append(ModelCheckpoint(dirpath=root, save_last=True, save_top_k=0))
-    return L.Trainer(
+    return quiet_cpu_trainer(
         max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
         enable_checkpointing=root is not None,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         deterministic=True,
         callbacks=callbacks,
         **kwargs,

@@ -61,3 +61,17 @@ def read_rgb(path: Path) -> np.ndarray:
     tensor = load_rgb(path)
     assert tensor.dtype == torch.uint8 and tensor.shape[0] == 3
     return tensor.permute(1, 2, 0).numpy().astype(int)
+
+
+def write_synthetic_folder(root: Path, classes: list[str], count: int, seed: int) -> list[tuple[Path, int]]:
+    """`count` generated 32x32 images (the smoke model's size) as PNG files in one sub-folder per class."""
+    from ftlab.data.sources.synthetic import SyntheticSource
+
+    _, val = SyntheticSource(num_classes=len(classes), train_size=3, val_size=count, seed=seed).load()
+    files = []
+    for i, (image, label) in enumerate(zip(val.images, val.labels.tolist(), strict=True)):
+        path = root / classes[label] / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+        files.append((path, label))
+    return files

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
@@ -14,11 +15,11 @@ from ftlab.cli.eval import evaluate
 from ftlab.cli.predict import predict
 from ftlab.data import transforms
 from ftlab.data.images import load_rgb
-from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.errors import FtlabError
 from ftlab.inference.checkpoint import TrainedModel
 from ftlab.inference.tta import tta_probabilities, tta_views
 from tests.helpers.cli import CONF
+from tests.helpers.images import write_synthetic_folder
 
 
 class _FlipSymmetric(nn.Module):
@@ -68,15 +69,8 @@ def test_unknown_tta_is_a_clear_error():
         tta_views(IMAGES, "flip")
 
 
-def _write_images(root, classes: list[str]) -> list:
-    _, val = SyntheticSource(num_classes=len(classes), train_size=3, val_size=12, seed=3).load()
-    paths = []
-    for i, (image, label) in enumerate(zip(val.images, val.labels.tolist(), strict=True)):
-        path = root / classes[label] / f"{i:02d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
-        paths.append((path, label))
-    return paths
+def _write_images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    return write_synthetic_folder(root, classes, count=12, seed=3)
 
 
 def test_predict_and_eval_hooks_average_the_mirrored_views(smoke_run, tmp_path):
