@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
@@ -127,3 +129,18 @@ def test_wrong_type_of_a_trainer_number_names_it(compose_cfg):
         trainer_options(cfg.trainer)
     trainer_cfg = trainer_options(compose_cfg(["+trainer.limit_train_batches=0.5"]).trainer)
     assert trainer_cfg["limit_train_batches"] == 0.5  # int | float keys accept both
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("++loss.label_smothing=0.1", "Unknown key loss.label_smothing. Did you mean: label_smoothing?"),
+        ("++ema.decy=0.99", "Unknown key ema.decy. Did you mean: decay?"),
+        ("early_stopping.patience=soon", "early_stopping"),
+    ],
+)
+def test_recipe_groups_reject_typos_and_wrong_types(compose_cfg, override, message):
+
+    cfg = compose_cfg(["+experiment=smoke", override])
+    with pytest.raises(FtlabError, match=re.escape(message)):
+        check_config(cfg)

@@ -126,6 +126,32 @@ class CacheConfig:
     dir: str | None = None
 
 
+@dataclass
+class LossSchema:
+    """`loss`: cross-entropy options (off by default)."""
+
+    label_smoothing: float = 0.0
+    class_weights: Any = None  # null | auto | [w0, w1, ...]
+
+
+@dataclass
+class EmaSchema:
+    """`ema`: exponential moving average of the weights (off while `decay` is null)."""
+
+    decay: float | None = None
+    warmup: bool = True
+
+
+@dataclass
+class EarlyStoppingSchema:
+    """`early_stopping`: schedule-aware early stopping (off while `patience` is null)."""
+
+    patience: int | None = None
+    monitor: str = "val/acc"
+    mode: str = "max"
+    min_delta: float = 0.0
+
+
 SCHEMAS: dict[str, type] = {
     "model": ModelSchema,
     "finetune": FinetuneSchema,
@@ -133,6 +159,9 @@ SCHEMAS: dict[str, type] = {
     "scheduler": SchedulerSchema,
     "runtime": RuntimeSchema,
     "features": CacheConfig,
+    "loss": LossSchema,
+    "ema": EmaSchema,
+    "early_stopping": EarlyStoppingSchema,
 }
 
 # Keys that moved when each config group got to own its keys: old key -> new key.

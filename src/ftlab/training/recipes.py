@@ -7,58 +7,47 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ftlab.callbacks.early_stopping import PhaseAwareEarlyStopping
 from ftlab.callbacks.ema import EMA
 from ftlab.callbacks.lr_finder import PhaseLRFinder
-from ftlab.config.types import check_types
+from ftlab.config.schemas import checked
+from ftlab.errors import FtlabError
 from ftlab.finetune.phases import Schedule
-
-LOSS_HINTS = {"label_smoothing": float, "class_weights": str | list[float] | None}
-EMA_HINTS = {"decay": float | None, "warmup": bool}
-STOP_HINTS = {"patience": int | None, "monitor": str, "mode": str, "min_delta": float}
-
-
-def _group(cfg: DictConfig, key: str, hints: dict[str, Any]) -> dict[str, Any]:
-    node = cfg.get(key)
-    values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    assert isinstance(values, dict)
-    plain = {str(k): v for k, v in values.items()}
-    check_types(plain, hints, prefix=key)
-    return plain
 
 
 def loss_options(cfg: DictConfig) -> dict[str, Any]:
-    """Classifier keyword arguments from the `loss` group (absent group: plain cross-entropy)."""
-    options = _group(cfg, "loss", LOSS_HINTS)
-    weights = options.get("class_weights")
-    return {
-        "label_smoothing": float(options.get("label_smoothing", 0.0)),
-        "class_weights": list(weights)
-        if isinstance(weights, Sequence) and not isinstance(weights, str)
-        else weights,
-    }
+    """Classifier keyword arguments from the checked `loss` group (absent group: plain cross-entropy)."""
+    options = checked(cfg, "loss")
+    weights = options.class_weights
+    if isinstance(weights, Sequence) and not isinstance(weights, str):
+        weights = [float(w) for w in weights]
+    elif weights not in (None, "auto"):
+        raise FtlabError(
+            f"loss.class_weights={weights!r}: give null, auto or a list of one weight per class."
+        )
+    return {"label_smoothing": float(options.label_smoothing), "class_weights": weights}
 
 
 def recipe_callbacks(cfg: DictConfig, schedule: Schedule) -> list[Callback]:
     """Early stopping, LR finder and EMA callbacks, when `early_stopping.patience` / `finetune.lr_find` /
     `ema.decay` are set (after the schedule callback, whose phases the LR finder edits)."""
     callbacks: list[Callback] = []
-    stop = _group(cfg, "early_stopping", STOP_HINTS)
-    if stop.get("patience") is not None:
+    stop = checked(cfg, "early_stopping")
+    if stop.patience is not None:
         callbacks.append(
             PhaseAwareEarlyStopping(
                 schedule,
-                monitor=stop.get("monitor", "val/acc"),
-                mode=stop.get("mode", "max"),
-                patience=stop["patience"],
-                min_delta=float(stop.get("min_delta", 0.0)),
+                monitor=stop.monitor,
+                mode=stop.mode,
+                patience=stop.patience,
+                min_delta=float(stop.min_delta),
             )
         )
     if cfg.get("finetune") is not None and cfg.finetune.get("lr_find"):
         callbacks.append(PhaseLRFinder(schedule))
-    ema = _group(cfg, "ema", EMA_HINTS)
-    if ema.get("decay") is not None:
-        callbacks.append(EMA(decay=float(ema["decay"]), warmup=bool(ema.get("warmup", True))))
+    ema = checked(cfg, "ema")
+    if ema.decay is not None:
+        callbacks.append(EMA(decay=float(ema.decay), warmup=ema.warmup))
     return callbacks

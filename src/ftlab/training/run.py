@@ -138,7 +138,7 @@ def scheduler_settings(cfg: DictConfig) -> SchedulerSchema:
 
 def check_config(cfg: DictConfig) -> None:
     """Every ftlab-read group checked at once, before data or weights load: one clear error when wrong."""
-    for group in ("model", "finetune", "param_groups", "features"):
+    for group in ("model", "finetune", "param_groups", "features", "loss", "ema", "early_stopping"):
         checked(cfg, group)
     scheduler_settings(cfg)
     compile_options(checked(cfg, "runtime"))
