@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,12 @@ from torch import nn
 from torchvision.transforms.v2 import functional as F
 
 from ftlab.cli.eval import evaluate
-from ftlab.cli.predict import predict
 from ftlab.data import transforms
 from ftlab.data.images import load_rgb
 from ftlab.errors import FtlabError
 from ftlab.inference.checkpoint import TrainedModel
 from ftlab.inference.tta import tta_probabilities, tta_views
-from tests.helpers.cli import CONF
+from tests.helpers.cli import CONF, run_cli
 from tests.helpers.images import write_synthetic_folder
 
 
@@ -82,10 +82,19 @@ def test_predict_and_eval_hooks_average_the_mirrored_views(smoke_run, tmp_path):
         logits = model.module(batch), model.module(batch.flip(-1))
     by_hand = (torch.softmax(logits[0], 1) + torch.softmax(logits[1], 1)) / 2
 
-    results = list(predict(model, [str(p) for p, _ in files], None, 5, 0, tta="hflip"))
-    for row, result in zip(by_hand, results, strict=True):
-        got = torch.tensor([result.probs[name] for name in model.class_names])
-        torch.testing.assert_close(got, row)
+    args = [
+        f"ckpt_path={ckpt}",
+        f"inputs=[{tmp_path / 'images'}]",
+        "format=json",
+        "num_workers=0",
+        "tta=hflip",
+    ]
+    result = run_cli("ftlab.predict", args, cwd=tmp_path)  # the command a user types
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {Path(r["path"]).name: r["probs"] for r in map(json.loads, result.stdout.splitlines())}
+    for (path, _), row in zip(files, by_hand, strict=True):
+        got = torch.tensor([rows[path.name][name] for name in model.class_names])
+        torch.testing.assert_close(got, row, rtol=1e-4, atol=1e-5)
 
     GlobalHydra.instance().clear()
     overrides = [f"ckpt_path={ckpt}", "data=imagefolder", f"data.root={tmp_path / 'images'}", "split=all"]
