@@ -229,3 +229,32 @@ def test_last_stages_preset_builds_each_split_once_in_a_real_run(compose_cfg, ca
     ]
     assert all("after stage layer3 (epochs 0-2) from images" in b for b in builds)
     assert objects["trainer"].current_epoch == 3 and "val/acc" in metrics
+
+
+class _SlowImages(FeatureCache):
+    """A cache whose builds from images take at least 1 s longer: a derived build must not report it."""
+
+    def _from_images(self, *args, **kwargs):
+        import time
+
+        time.sleep(1.0)
+        return super()._from_images(*args, **kwargs)
+
+
+def test_each_build_line_times_its_own_build(caplog):
+    torch.manual_seed(0)
+    module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=32)
+    schedule = FinetuneSchedule(build_phases("gradual", module.trainable_stage_names, every=1))
+    dm = ImageDataModule(SyntheticSource(train_size=16, val_size=12), module.preprocessing, augment="none")
+    dm.setup()
+    cache = _SlowImages(CacheConfig(cache="memory"), module, schedule, dm, "/nonexistent")
+    plans = cache.plan(3)
+    derived = next(s for s in plans["val"].segments if s.parent is not None)
+    with caplog.at_level("INFO", logger="ftlab.features.cache"):
+        assert cache.loader("val", derived.start, 3) is not None
+    seconds = {
+        ("derived" in r.getMessage()): float(r.getMessage().rsplit(", ", 1)[1].removesuffix(" s"))
+        for r in caplog.records
+        if r.getMessage().startswith("feature cache built: ")
+    }
+    assert seconds[False] >= 1.0 and seconds[True] < 1.0, seconds

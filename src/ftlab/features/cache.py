@@ -251,8 +251,8 @@ class FeatureCache:
         if segment in self.built[split]:
             return self.built[split][segment]
         views = self.plans[split].views
-        start = time.perf_counter()
         parent = self._materialize(split, segment.parent) if segment.parent is not None else None
+        start = time.perf_counter()  # after the parent: each log line times its own build
         if parent is not None:
             made = self._derive(split, segment, parent)
         else:  # from images (or disk); also when the parent could not be cached
