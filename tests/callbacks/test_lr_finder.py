@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import lightning as L
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ftlab.callbacks.lr_finder import PhaseLRFinder
 from ftlab.finetune.lr_find import suggest, sweep
 from ftlab.finetune.phases import Phase, Schedule
-from tests.helpers.trainers import quiet_cpu_trainer
+from tests.helpers.trainers import needs_gloo_fork, quiet_cpu_trainer, two_cpu_ranks
 
 
 def test_suggestion_is_the_steepest_descent_of_a_known_curve():
@@ -177,3 +178,59 @@ def test_accumulated_sweep_matches_plain_pytorch_full_batch_descent():
         optimizer.step()
         weights.append([p.detach().clone() for p in net.parameters()])
     _assert_same_sweep(accumulated, (losses, weights))
+
+
+class _RankScaledData(_Regression):
+    """Rank r trains on the inputs and targets / (1 + 2r): the same least-squares solution, but rank 1's loss
+    is a ninth as curved, so its own range test diverges only at about 9x rank 0's LR. Training runs at a
+    base LR of 0.01 (multiplier = LR / 0.01): the weights barely move between the phases' tests, so the
+    curves of phase 1 are as far apart as phase 0's (near the optimum the suggestion is noise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lr = 0.01
+
+    def train_dataloader(self) -> DataLoader:
+        x, y = _data().dataset.tensors
+        scale = 1.0 / (1.0 + 2.0 * self.global_rank)
+        return DataLoader(TensorDataset(x * scale, y * scale), batch_size=32, shuffle=True)
+
+
+class _WriteRankFindings(Callback):
+    """Each rank writes `rank<r>.json`: its finder's choices, its schedule's lr_mults, its own loss curves."""
+
+    def __init__(self, finder: PhaseLRFinder, out_dir) -> None:
+        self.finder, self.out_dir = finder, out_dir
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        findings = {
+            "choices": {str(k): v for k, v in self.finder.choices.items()},
+            "lr_mults": [phase.lr_mult for phase in self.finder.schedule.phases],
+            "curves": {str(k): v for k, v in self.finder.curves.items()},
+        }
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(findings))
+
+
+@needs_gloo_fork
+def test_two_ranks_apply_rank_zeros_suggestion_in_every_phase(tmp_path, monkeypatch):
+    """2 gloo ranks with different data: each runs its own range test, and both take rank 0's suggestion,
+    per phase, although rank 1's own curve (through the same `suggest`) points elsewhere."""
+    phases = [Phase(0, frozenset()), Phase(1, frozenset({"all"}))]
+    finder = PhaseLRFinder(Schedule(phases), steps=30, low=0.1, high=1e4)
+    trainer = two_cpu_ranks(
+        monkeypatch,
+        max_epochs=2,
+        limit_train_batches=2,
+        default_root_dir=tmp_path,
+        callbacks=[finder, _WriteRankFindings(finder, tmp_path)],
+    )
+    torch.manual_seed(0)
+    trainer.fit(_RankScaledData())
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    mults = sweep(finder.low, finder.high, finder.steps)
+    own = [{k: suggest(mults, np.array(curve)) for k, curve in r["curves"].items()} for r in ranks]
+    assert sorted(own[0]) == sorted(own[1]) == ["0", "1"]  # both ranks ran a test in both phases
+    assert ranks[0]["choices"] == ranks[1]["choices"] == own[0]  # rank 0's suggestion, applied on both
+    assert ranks[0]["lr_mults"] == ranks[1]["lr_mults"] == [own[0]["0"], own[0]["1"]]
+    for phase in ("0", "1"):  # not agreement by accident: rank 1's flatter loss points to a much higher LR
+        assert own[1][phase] > own[0][phase] * 3
