@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ftlab.callbacks.lr_finder import PhaseLRFinder
 from ftlab.finetune.lr_find import suggest, sweep
 from ftlab.finetune.phases import Phase, Schedule
-from tests.helpers.trainers import needs_gloo_fork, quiet_cpu_trainer, two_cpu_ranks
+from tests.helpers.trainers import needs_gloo, quiet_cpu_trainer, two_cpu_ranks
 
 
 def test_suggestion_is_the_steepest_descent_of_a_known_curve():
@@ -211,7 +211,7 @@ class _WriteRankFindings(Callback):
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(findings))
 
 
-@needs_gloo_fork
+@needs_gloo
 def test_two_ranks_apply_rank_zeros_suggestion_in_every_phase(tmp_path, monkeypatch):
     """2 gloo ranks with different data: each runs its own range test, and both take rank 0's suggestion,
     per phase, although rank 1's own curve (through the same `suggest`) points elsewhere."""

@@ -11,7 +11,7 @@ from torch import nn
 
 from ftlab.data.datasets import TensorImages
 from ftlab.data.sampling import BalancedSampler, class_counts, epoch_seed
-from tests.helpers.trainers import needs_gloo_fork, two_cpu_ranks
+from tests.helpers.trainers import needs_gloo, two_cpu_ranks
 
 LABELS = torch.tensor([0] * 80 + [1] * 15 + [2] * 5)
 
@@ -114,7 +114,7 @@ class _RecordDrawn(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-@needs_gloo_fork
+@needs_gloo
 def test_two_ranks_in_a_fit_draw_disjoint_shares_of_each_epochs_draw(tmp_path, monkeypatch):
     """`data.sampler=balanced` in a 2-rank DDP fit (gloo) through the real DataModule: in each epoch, rank
     r's batches hold positions r, r + 2, ... of one draw that is a function of (seed, epoch) alone."""
