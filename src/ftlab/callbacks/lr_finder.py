@@ -140,7 +140,8 @@ class PhaseLRFinder(Callback):
     def range_test(
         self, trainer: L.Trainer, module: L.LightningModule, index: int, mults: np.ndarray
     ) -> list[float]:
-        """Training losses over the sweep of `mults` for phase `index`; all state restored afterwards."""
+        """Training losses over the sweep of `mults` for phase `index`, one per optimizer step (the mean of
+        its accumulated micro-batches); all state restored afterwards."""
         optimizer = trainer.optimizers[0]
         saved = (
             copy.deepcopy(module.state_dict()),
