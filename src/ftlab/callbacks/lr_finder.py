@@ -66,11 +66,18 @@ class PhaseLRFinder(Callback):
     as if no test had happened except for the multiplier. Rank 0 decides and broadcasts; the choices are
     saved in checkpoints and reapplied on resume, never recomputed. Under fp16 the test runs without a
     gradient scaler.
+
+    Steps are optimizer steps, as in training: with `trainer.accumulate_grad_batches=N` each LR value of the
+    sweep takes N micro-batches, each loss divided by N before its backward (as Lightning's training loop
+    does), then one optimizer step; the loss recorded for that LR is the mean of the N micro-batch losses.
+    So N micro-batches of size B give the curve of N=1 with batches of N*B (models without BatchNorm). A
+    non-finite micro-batch loss ends its step early, without an optimizer step, and is recorded as is.
     """
 
     def __init__(self, schedule: Schedule, steps: int = 100, low: float = 1e-3, high: float = 100.0) -> None:
         self.schedule, self.steps, self.low, self.high = schedule, steps, low, high
         self.choices: dict[int, float] = {}
+        self.curves: dict[int, list[float]] = {}  # this process's range-test losses per phase (not saved)
         self.tests_run = 0
 
     def _apply(self) -> None:
@@ -86,7 +93,7 @@ class PhaseLRFinder(Callback):
         if self.schedule.phases[index].at_epoch != epoch or index in self.choices:
             return
         mults = sweep(self.low, self.high, self.steps)
-        losses = self.range_test(trainer, pl_module, index, mults)
+        losses = self.curves[index] = self.range_test(trainer, pl_module, index, mults)
         value = suggest(mults, np.array(losses)) if trainer.is_global_zero else 0.0
         value = float(trainer.strategy.broadcast(value, src=0))
         if not np.isfinite(value):
@@ -119,10 +126,22 @@ class PhaseLRFinder(Callback):
             yield from loader
             seed += 1
 
+    @staticmethod
+    def _loss(trainer: L.Trainer, module: L.LightningModule, batch: Any) -> torch.Tensor:
+        """The training criterion on one micro-batch (images, or cached features of the frozen prefix)."""
+        batch = trainer.strategy.batch_to_device(batch)
+        if isinstance(batch, FeatureBatch):
+            inputs, start, labels = batch.features, batch.start, batch.labels
+        else:
+            (inputs, labels), start = batch, 0
+        with trainer.precision_plugin.forward_context():
+            return module.criterion(module(inputs, start), labels)  # type: ignore[operator]
+
     def range_test(
         self, trainer: L.Trainer, module: L.LightningModule, index: int, mults: np.ndarray
     ) -> list[float]:
-        """Training losses over the sweep of `mults` for phase `index`; all state restored afterwards."""
+        """Training losses over the sweep of `mults` for phase `index`, one per optimizer step (the mean of
+        its accumulated micro-batches); all state restored afterwards."""
         optimizer = trainer.optimizers[0]
         saved = (
             copy.deepcopy(module.state_dict()),
@@ -130,23 +149,23 @@ class PhaseLRFinder(Callback):
             _rng_state(),
         )
         trainable = self.schedule.phases[index].trainable
+        accumulate = max(1, int(trainer.accumulate_grad_batches))
         losses: list[float] = []
         self.tests_run += 1
         try:
             batches = self._batches(trainer)
             for mult in mults:
-                batch = trainer.strategy.batch_to_device(next(batches))
-                if isinstance(batch, FeatureBatch):  # cached activations of the frozen prefix
-                    inputs, start, labels = batch.features, batch.start, batch.labels
-                else:
-                    (inputs, labels), start = batch, 0
-                with trainer.precision_plugin.forward_context():
-                    loss = module.criterion(module(inputs, start), labels)  # type: ignore[operator]
-                losses.append(float(loss.detach()))
                 optimizer.zero_grad(set_to_none=True)
-                if not torch.isfinite(loss):
+                total = 0.0
+                for _ in range(accumulate):
+                    loss = self._loss(trainer, module, next(batches))
+                    total += float(loss.detach())
+                    if not torch.isfinite(loss):
+                        break
+                    (loss / accumulate).backward()
+                losses.append(total / accumulate)
+                if not np.isfinite(total):
                     continue
-                loss.backward()
                 scheduled = [group["lr"] for group in optimizer.param_groups]
                 for group in optimizer.param_groups:
                     moves = group.get("stage", HEAD) in trainable | {HEAD}
