@@ -234,3 +234,24 @@ def test_two_ranks_apply_rank_zeros_suggestion_in_every_phase(tmp_path, monkeypa
     assert ranks[0]["lr_mults"] == ranks[1]["lr_mults"] == [own[0]["0"], own[0]["1"]]
     for phase in ("0", "1"):  # not agreement by accident: rank 1's flatter loss points to a much higher LR
         assert own[1][phase] > own[0][phase] * 3
+
+
+def test_range_test_batches_follow_the_balanced_sampler():
+    """Under data.sampler=balanced the sweep draws classes equally often, as training does (9:1 data)."""
+    from types import SimpleNamespace
+
+    from ftlab.data.sampling import BalancedSampler
+
+    labels = torch.tensor([0] * 900 + [1] * 100)
+    dataset = TensorDataset(torch.zeros(1000, 1), labels)
+    counts = {}
+    for name, sampler in (("random", None), ("balanced", BalancedSampler(labels, 0, lambda: 0))):
+        loader = DataLoader(dataset, batch_size=50, sampler=sampler)
+        trainer = SimpleNamespace(
+            train_dataloader=loader, datamodule=SimpleNamespace(seed=0), current_epoch=0
+        )
+        batches = PhaseLRFinder(Schedule([Phase(0, frozenset())]))._batches(trainer)
+        drawn = torch.cat([next(batches)[1] for _ in range(40)])  # 2,000 draws
+        counts[name] = torch.bincount(drawn, minlength=2).float() / len(drawn)
+    assert abs(float(counts["random"][1]) - 0.1) < 0.03
+    assert abs(float(counts["balanced"][1]) - 0.5) < 0.05

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 
 from ftlab.data.batches import FeatureBatch
-from ftlab.data.sampling import epoch_seed
+from ftlab.data.sampling import BalancedSampler, epoch_seed
 from ftlab.finetune.lr_find import suggest, sweep
 from ftlab.finetune.param_groups import HEAD
 from ftlab.finetune.phases import Schedule
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # never start a CUDA context in a CPU run (it would block forked DDP)
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -61,9 +61,10 @@ class PhaseLRFinder(Callback):
     the phase's `lr_mult`.
 
     At the first epoch of each phase, `steps` optimizer steps sweep the phase's LR multiplier from `low` to
-    `high` (log scale) over shuffled training batches; only the stages trainable in that phase (and the head)
-    move. Weights, optimizer state, BatchNorm statistics and every RNG are then restored, so the run goes on
-    as if no test had happened except for the multiplier. Rank 0 decides and broadcasts; the choices are
+    `high` (log scale) over shuffled training batches (class-balanced draws under `data.sampler=balanced`);
+    only the stages trainable in that phase (and the head) move. Weights, optimizer state, BatchNorm
+    statistics and every RNG are then restored, so the run goes on as if no test had happened except for
+    the multiplier. Rank 0 decides and broadcasts; the choices are
     saved in checkpoints and reapplied on resume, never recomputed. Under fp16 the test runs without a
     gradient scaler.
 
@@ -116,11 +117,17 @@ class PhaseLRFinder(Callback):
             + 1
         )
         while True:
+            generator = torch.Generator().manual_seed(seed)
+            sampler: Sampler[int] = RandomSampler(source.dataset, generator=generator)  # type: ignore[arg-type]
+            if isinstance(source.sampler, BalancedSampler):  # the test sees the class mix training sees
+                weights = source.sampler.weights
+                sampler = WeightedRandomSampler(
+                    weights.tolist(), len(weights), replacement=True, generator=generator
+                )
             loader = DataLoader(
                 source.dataset,
                 batch_size=source.batch_size,
-                shuffle=True,
-                generator=torch.Generator().manual_seed(seed),
+                sampler=sampler,
                 collate_fn=source.collate_fn,
             )
             yield from loader
