@@ -169,3 +169,16 @@ def test_optuna_search_killed_after_two_of_four_trials_finishes_when_run_again(t
     assert trials[3].params == before[2].params  # the killed trial ran again with its parameters
     runs = [run for sweep in (tmp_path / "logs" / "smoke" / "multirun").iterdir() for run in load_runs(sweep)]
     assert sum(1 for run in runs if run.val_acc) == 4  # the killed job's folder has no validation
+
+
+def test_optuna_search_over_keys_the_config_lacks_stops_with_one_paragraph(tmp_path: Path) -> None:
+    """The shipped space searches finetune.unfreeze_at_epoch, which finetune=full has no key for; a typo on
+    the command line is named too. Both before any trial runs."""
+    args = ["-m", "hparams_search=optuna", "+experiment=smoke", "finetune=full", *FAST]
+    args += ["hydra.sweeper.n_trials=1", "optimizer.lrr=interval(1e-4,1e-3)", f"paths.log_dir={tmp_path}"]
+    result = run_cli("ftlab.train", args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = " ".join(result.stderr.split())
+    assert "sets finetune.unfreeze_at_epoch, optimizer.lrr, which the composed config has no key" in message
+    assert "finetune.strategy=full" in message and "Traceback" not in result.stderr
+    assert not (tmp_path / "smoke").exists()  # no trial started

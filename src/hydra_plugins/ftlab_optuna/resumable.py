@@ -17,6 +17,8 @@ from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
+from ftlab.errors import FtlabError, report_errors
+
 log = logging.getLogger(__name__)
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -42,6 +44,24 @@ def _reseed(sampler: Any, seed: int) -> None:
     for part in parts:
         if isinstance(getattr(part, "_rng", None), np.random.RandomState):
             part._rng = np.random.RandomState(seed)
+
+
+_ABSENT = object()
+
+
+def _absent_keys(config: DictConfig, overrides: list[str]) -> list[str]:
+    """Searched keys that the composed config does not have (a `+key` adds one and is not checked)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = set(OmegaConf.select(config, "hydra.runtime.choices", default=None) or {})
+    absent = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if override.is_add() or override.is_force_add() or override.package is not None or key in groups:
+            continue
+        if OmegaConf.select(config, key, default=_ABSENT) is _ABSENT:
+            absent.append(key)
+    return absent
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
@@ -78,3 +98,24 @@ class ResumableOptunaSweeper(OptunaSweeper):
             len(interrupted),
             impl.n_trials,
         )
+
+    def sweep(self, arguments: list[str]) -> None:
+        report_errors(self._check_search_space)(arguments)  # one paragraph and exit status 2, as ftlab's own
+        super().sweep(arguments)
+
+    def _check_search_space(self, arguments: list[str]) -> None:
+        """Every searched key must exist before the first trial: Hydra would only say "not in struct"."""
+        impl = self.sweeper
+        assert impl.config is not None
+        searched = impl._parse_sweeper_params_config() + list(arguments)
+        absent = _absent_keys(impl.config, searched)
+        if absent:
+            strategy = OmegaConf.select(impl.config, "finetune.strategy", default=None)
+            raise FtlabError(
+                f"The Optuna search space (hydra.sweeper.params or the command line) sets "
+                f"{', '.join(absent)}, which the composed config has no key for"
+                + (f" (finetune.strategy={strategy} does not use it)" if strategy else "")
+                + ". Choose a config where every searched key exists (e.g. finetune=freeze_unfreeze for "
+                "finetune.unfreeze_at_epoch), or give the sweep your own search space without that key "
+                "(a copy of conf/hparams_search/optuna.yaml)."
+            )
