@@ -88,12 +88,18 @@ def run_arm(folder: Path, data: Path, torch_home: Path, name: str, overrides: li
     return result
 
 
-def inference_img_s(device: torch.device, seconds: float = 8.0) -> float:
-    """This machine's ResNet-18 inference images/s at 224 px, batch 32, fp32 (the unit of the goal)."""
+def inference_img_s(device: torch.device, seconds: float = 8.0, channels_last: bool = False) -> float:
+    """This machine's ResNet-18 inference images/s at 224 px, batch 32, fp32 (the unit of the goal);
+    `channels_last=True` measures the same in that memory format (reported beside the unit, not instead)."""
     import torchvision
 
     model = torchvision.models.resnet18(weights=None).to(device).eval()
     x = torch.randn(32, 3, 224, 224, device=device)
+    if channels_last:
+        model, x = (
+            model.to(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last),
+        )
     with torch.inference_mode():
         for _ in range(2):
             model(x)
@@ -196,6 +202,7 @@ def main_job_benchmark(opts: MainJobOptions, device: torch.device) -> dict[str, 
         result: dict[str, Any] = {"options": asdict(opts), "main_job": main, "main_job_s": main["wall_s"]}
         img_s = inference_img_s(device)
         result["resnet18_infer_img_s"] = img_s
+        result["resnet18_infer_img_s_channels_last"] = inference_img_s(device, channels_last=True)
         result["main_job_forward_equivalents"] = main["wall_s"] * img_s
         if opts.baseline:
             base_epochs = opts.baseline_epochs if opts.baseline_epochs is not None else opts.epochs

@@ -51,6 +51,10 @@ def render(result: dict[str, Any]) -> Table:
             ),
         )
         table.add_row("ResNet-18 inference img/s (224, batch 32)", f"{result['resnet18_infer_img_s']:.1f}")
+        if "resnet18_infer_img_s_channels_last" in result:
+            table.add_row(
+                "  the same in channels_last", f"{result['resnet18_infer_img_s_channels_last']:.1f}"
+            )
         table.add_row(
             "main job, ResNet-18 forward-image equivalents", f"{result['main_job_forward_equivalents']:,.0f}"
         )
