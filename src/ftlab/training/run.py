@@ -184,6 +184,22 @@ def build_schedule(
     return FinetuneSchedule(phases, bn=bn, warmup_epochs=warmup_epochs)
 
 
+def warn_unreached_phases(schedule: FinetuneSchedule, max_epochs: int | None) -> None:
+    """Log a warning for each phase that starts at or after `trainer.max_epochs`: its stages never train."""
+    if max_epochs is None or max_epochs < 0:
+        return
+    for phase in schedule.phases:
+        if phase.at_epoch >= max_epochs:
+            log.warning(
+                "finetune: the phase from epoch %d never runs with trainer.max_epochs=%d, so %s never "
+                "train%s; lower finetune.unfreeze_at_epoch (or the milestones) or raise trainer.max_epochs.",
+                phase.at_epoch,
+                max_epochs,
+                ", ".join(sorted(phase.trainable)) or "no stages",
+                "s" if len(phase.trainable) == 1 else "",
+            )
+
+
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """`ckpt_path=<file>` as given; `resume=last`: the newest `last.ckpt` among this task's earlier runs."""
     if cfg.get("ckpt_path"):
@@ -216,6 +232,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     module = build_module(cfg, source.classes)
     schedule = build_schedule(finetune_cfg, module.trainable_stage_names, model_cfg.weights is not None)
+    warn_unreached_phases(schedule, cfg.trainer.get("max_epochs"))
     datamodule = build_datamodule(cfg.data, source, module.preprocessing, seed=cfg.seed)
     cache = attach_feature_cache(
         module, schedule, datamodule, checked(cfg, "features"), str(cfg.paths.data_dir)
