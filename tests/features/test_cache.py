@@ -258,3 +258,30 @@ def test_each_build_line_times_its_own_build(caplog):
         if r.getMessage().startswith("feature cache built: ")
     }
     assert seconds[False] >= 1.0 and seconds[True] < 1.0, seconds
+
+
+def test_under_mixed_precision_the_cache_holds_what_training_would_compute(tmp_path):
+    """trainer precision bf16-mixed: the frozen stages run under the same autocast when cached as when
+    training runs them on images (plain torch.autocast reference); fp32 activations would differ."""
+    L.seed_everything(0)
+    module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=48)
+    schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
+    dm = ImageDataModule(SyntheticSource(train_size=16, val_size=8), module.preprocessing, augment="none")
+    cache = attach_feature_cache(module, schedule, dm, CacheConfig(cache="memory"), str(tmp_path))
+    trainer = quiet_cpu_trainer(max_epochs=1, precision="bf16-mixed", callbacks=[schedule])
+    trainer.fit(module, dm)
+    built = cache.entries["val"]
+    cached = built.dataset.features[0].float()
+    stages = list(module.stages.values())[: built.segment.boundary]
+    module.eval()
+    images = dm.device_transform(dm.cpu_side(dm.raw_images("val")[:]))
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reference = images
+            for stage in stages:
+                reference = stage(reference)
+        full = images
+        for stage in stages:
+            full = stage(full)
+    torch.testing.assert_close(cached, reference.float(), rtol=1e-2, atol=1e-3)
+    assert (cached - full).abs().max() > 10 * (cached - reference.float()).abs().max()

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,7 @@ class FeatureCache:
             boundary,
             views,
             dtype,
+            self._precision_name(),  # autocast changes the activations
             dm.preprocess_on,
             len(dm.raw_labels(split)),
         ):
@@ -379,7 +381,7 @@ class FeatureCache:
         source = parent.dataset.features
         dtype = source.dtype
         out = []
-        with self._eval(stages), torch.no_grad():
+        with self._eval(stages), torch.no_grad(), self._precision():
             for view in range(source.shape[0]):
                 chunks = []
                 for begin in range(0, source.shape[1], self.datamodule.batch_size):
@@ -407,6 +409,16 @@ class FeatureCache:
         """Context: the given stages in eval mode, their previous modes restored afterwards."""
         return _EvalModes(stages)
 
+    def _precision(self) -> Any:
+        """Context: the run's precision (bf16/fp16 autocast under mixed precision), as training applies it to
+        the same stages when they run on images, so cached and uncached activations agree."""
+        trainer = self.module._trainer
+        return trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
+
+    def _precision_name(self) -> str:
+        trainer = self.module._trainer
+        return str(trainer.precision) if trainer is not None else "32-true"
+
     @torch.no_grad()
     def _compute(
         self, split: str, boundary: int, views: int, dtype: torch.dtype, limit: int | None = None
@@ -414,7 +426,7 @@ class FeatureCache:
         """(views, N, ...) activations of stages[:boundary] for the split's deterministic images."""
         dm, module = self.datamodule, self.module
         stages = list(module.stages.values())[:boundary]
-        with self._eval(stages):
+        with self._eval(stages), self._precision():
             images = dm.raw_images(split)
             count = len(images) if limit is None else min(limit, len(images))
             out: list[list[torch.Tensor]] = [[] for _ in range(views)]
