@@ -14,8 +14,8 @@ common=(+experiment=cats_dogs_cars data=fashion_mnist 'data.classes=[tshirt_top,
   model=efficientnet_lite0 trainer=gpu callbacks.rich_progress_bar=null "paths.log_dir=$LOGS" task_name=proxy)
 declare -A arms=(
   [1_head_only]="finetune=linear_probe"
-  [2_last_stage]="finetune=last_stages finetune.top_k=1"
-  [3_last_two_stages]="finetune=last_stages finetune.top_k=2"
+  [2_last_stage]="finetune=last_stages finetune.top_k=1 finetune.unfreeze_at_epoch=0"
+  [3_last_two_stages]="finetune=last_stages finetune.top_k=2 finetune.unfreeze_at_epoch=0"
   [4_whole_network]="finetune=freeze_unfreeze finetune.unfreeze_at_epoch=2"
 )
 for arm in $(printf '%s\n' "${!arms[@]}" | sort); do

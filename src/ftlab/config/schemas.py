@@ -75,7 +75,7 @@ class TopKSchema(FinetuneSchema):
     """`finetune=last_stages` (strategy top_k): the `top_k` stages nearest the head train, the rest never."""
 
     top_k: int = 1
-    unfreeze_at_epoch: int = 0
+    unfreeze_at_epoch: int = 1
     warmup_epochs: float = 0.0
 
 
