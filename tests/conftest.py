@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from tests.helpers.cli import CONF, TINY, run_cli
+
+# A shell starts a background job with SIGINT ignored, and children inherit that: the CLI subprocesses of the
+# Ctrl-C tests would never see their SIGINT. A Python handler here resets to the default across exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
