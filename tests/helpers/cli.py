@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -51,8 +50,7 @@ def offline_env(**extra: str) -> dict[str, str]:
 def run_cli(
     module: str, args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m <module> <args>` in a real subprocess (Ctrl-C reaches it even when the test run itself
-    ignores SIGINT, as a shell does for a background job)."""
+    """Run `python -m <module> <args>` in a real subprocess."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
@@ -60,12 +58,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        preexec_fn=_default_sigint,
     )
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python then installs its KeyboardInterrupt handler
 
 
 def run_clis(
