@@ -383,3 +383,12 @@ def test_gradual_schedule_runs_on_every_family_from_the_cli(tmp_path):
         )
         assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((logs / "smoke" / "multirun").glob("*/*/checkpoints/last.ckpt"))) == len(FAMILIES)
+
+
+def test_a_phase_that_never_runs_is_named_on_the_command_line(tmp_path):
+    """finetune=last_stages (one head-only epoch) with trainer.max_epochs=1: layer4 would never train."""
+    args = ["+experiment=smoke", *TINY, "finetune=last_stages", "trainer.max_epochs=1", "debug=fast"]
+    result = run_cli("ftlab.train", [*args, f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = " ".join((result.stdout + result.stderr).split())
+    assert "the phase from epoch 1 never runs with trainer.max_epochs=1, so layer4 never trains" in log
