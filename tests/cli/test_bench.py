@@ -50,6 +50,8 @@ def test_main_job_bench_runs_the_real_command_on_staged_assets(tmp_path):
         assert sum(phases) <= arm["wall_s"]
         assert any("feature cache" in line for line in arm["cache_log"])
     assert "finetune=freeze_unfreeze finetune.unfreeze_at_epoch=2" in base["command"]
+    assert main["precision"] == base["precision"] != "auto"  # both arms: the experiment's auto, resolved
+    assert ("resnet18_infer_img_s_bf16_channels_last" in data) == main["precision"].startswith("bf16")
     assert data["main_job_forward_equivalents"] == pytest.approx(
         data["main_job_s"] * data["resnet18_infer_img_s"]
     )

@@ -105,7 +105,7 @@ def test_main_job_runs_offline_with_staged_files(tmp_path):
         "+experiment=cats_dogs_cars",
         f"paths.data_dir={tmp_path / 'data'}",
         f"paths.log_dir={tmp_path / 'logs'}",
-        "trainer=cpu",
+        "trainer.accelerator=cpu",  # the experiment's own preset (precision=auto), on the CPU
         "data.train_size=30",
         "data.val_size=9",
         "data.image_size=32",
@@ -122,6 +122,8 @@ def test_main_job_runs_offline_with_staged_files(tmp_path):
     assert len(builds) == 2, log[-3000:]
     assert any("train after stage layer3 (epochs 0-2)" in b for b in builds), builds
     assert any("val after stage layer3 (epochs 0-2)" in b for b in builds), builds
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert f"Precision: {'bf16-mixed' if native_bf16 else '32-true'} (auto: this CPU" in log
     meta = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ftlab"]
     assert meta["class_names"] == ["cat", "dog", "automobile"]
     assert meta["weights_id"] == "ResNet18_Weights.IMAGENET1K_V1"
@@ -247,12 +249,14 @@ NOISE = (  # known-harmless library lines hidden by default (see ftlab.training.
     "module(s) in eval mode",
     "Tip: For seamless cloud",
     "`isinstance(treespec, LeafSpec)` is deprecated",
+    "is not supported by the model summary",  # bf16-mixed: Lightning's size estimate (fp32 weights anyway)
 )
 
 
 def test_known_library_noise_is_hidden_unless_verbose(tmp_path):
-    """freeze_unfreeze puts frozen stages in eval mode (Lightning warns): hidden, as two other known lines."""
+    """freeze_unfreeze puts frozen stages in eval mode (Lightning warns): hidden, as the other known lines."""
     args = ["+experiment=smoke", *TINY, "trainer.max_epochs=1", "finetune=freeze_unfreeze", "debug=fast"]
+    args.append("trainer.precision=bf16-mixed")
     calls = [("ftlab.train", [*args, f"paths.log_dir={tmp_path / name}"]) for name in ("quiet", "verbose")]
     quiet, verbose = run_clis(calls, tmp_path, [None, offline_env(FTLAB_VERBOSE="1")])
     assert quiet.returncode == 0 and verbose.returncode == 0, (quiet.stderr[-2000:], verbose.stderr[-2000:])

@@ -3,9 +3,12 @@ convolution of a real run computes in the autocast dtype and sees NHWC tensors w
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
+from ftlab.training.precision import resolve_precision
 from ftlab.training.run import train
 from tests.helpers.cli import TINY
 from tests.helpers.probes import ConvProbe
@@ -45,3 +48,70 @@ def test_gpu_presets_autocast_dtype_and_channels_last(compose_cfg, preset, dtype
     assert seen["device"] == "cuda"
     assert seen["output_dtype"] == dtype
     assert seen["input_channels_last"] and seen["weight_channels_last"]  # the GPU presets turn NHWC on
+
+
+# trainer.precision=auto: bf16 autocast where the device computes bf16 natively, fp32 elsewhere
+
+
+def _cpu_features(monkeypatch, avx512_bf16: bool, amx: bool) -> None:
+    """This CPU's bf16 features as torch reports them (the probes `auto` reads), set for the test."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected", "named"),
+    [
+        (False, False, "32-true", "no native bf16"),
+        (True, False, "bf16-mixed", "AVX512-BF16"),
+        (True, True, "bf16-mixed", "AMX"),
+    ],
+)
+@pytest.mark.parametrize("accelerator", ["cpu", "auto"])
+def test_auto_precision_on_a_cpu_follows_its_bf16_arithmetic(
+    monkeypatch, avx512_bf16, amx, expected, named, accelerator
+):
+    _cpu_features(monkeypatch, avx512_bf16, amx)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    precision, why = resolve_precision("auto", accelerator)
+    assert precision == expected
+    assert why is not None and named in why
+
+
+@pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_on_a_gpu_follows_its_bf16_support(monkeypatch, bf16, expected):
+    _cpu_features(monkeypatch, True, True)  # the CPU's features do not decide a GPU run
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Test GPU")
+    for accelerator in ("gpu", "cuda", "auto"):
+        assert resolve_precision("auto", accelerator)[0] == expected
+
+
+@pytest.mark.parametrize("value", ["32-true", "bf16-mixed", "16-mixed", 32, None])
+def test_other_precisions_pass_through_unchanged(monkeypatch, value):
+    _cpu_features(monkeypatch, True, False)
+    assert resolve_precision(value, "cpu") == (value, None)
+
+
+def test_auto_precision_on_an_unknown_accelerator_is_fp32(monkeypatch):
+    _cpu_features(monkeypatch, True, True)
+    assert resolve_precision("auto", "mps")[0] == "32-true"
+
+
+@pytest.mark.parametrize(("native", "dtype"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_precision_reaches_the_network_and_is_logged(compose_cfg, monkeypatch, caplog, native, dtype):
+    _cpu_features(monkeypatch, native, False)
+    with caplog.at_level(logging.INFO, logger="ftlab.training.run"):
+        seen = _first_conv(compose_cfg, [*TINY, "trainer.precision=auto"])
+    assert seen["output_dtype"] == dtype
+    expected = "bf16-mixed (auto: this CPU computes bf16" if native else "32-true (auto: this CPU has"
+    assert f"Precision: {expected}" in caplog.text
+
+
+def test_main_job_picks_auto_and_a_trainer_preset_on_the_command_line_replaces_it(compose_cfg):
+    assert compose_cfg(["+experiment=cats_dogs_cars"]).trainer.precision == "auto"
+    for preset, precision in (("cpu", "32-true"), ("bf16", "bf16-mixed"), ("fp16", "16-mixed")):
+        cfg = compose_cfg(["+experiment=cats_dogs_cars", f"trainer={preset}"])
+        assert cfg.trainer.precision == precision, preset

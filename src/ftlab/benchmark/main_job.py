@@ -81,6 +81,7 @@ def run_arm(folder: Path, data: Path, torch_home: Path, name: str, overrides: li
         "val_epochs_s": phases["val_epochs_s"],
         "epochs": phases["epochs"],
         "val_acc": phases.get("val_acc"),
+        "precision": phases.get("precision"),
         "cache_log": [line for line in (proc.stdout + proc.stderr).splitlines() if "feature cache" in line],
     }
     known = startup + phases["cache_build_s"] + phases["train_epochs_s"] + phases["val_epochs_s"]
@@ -88,9 +89,12 @@ def run_arm(folder: Path, data: Path, torch_home: Path, name: str, overrides: li
     return result
 
 
-def inference_img_s(device: torch.device, seconds: float = 8.0, channels_last: bool = False) -> float:
+def inference_img_s(
+    device: torch.device, seconds: float = 8.0, channels_last: bool = False, bf16: bool = False
+) -> float:
     """This machine's ResNet-18 inference images/s at 224 px, batch 32, fp32 (the unit of the goal);
-    `channels_last=True` measures the same in that memory format (reported beside the unit, not instead)."""
+    `channels_last=True` measures the same in that memory format and `bf16=True` under bf16 autocast (both
+    reported beside the unit, not instead)."""
     import torchvision
 
     model = torchvision.models.resnet18(weights=None).to(device).eval()
@@ -100,7 +104,8 @@ def inference_img_s(device: torch.device, seconds: float = 8.0, channels_last: b
             model.to(memory_format=torch.channels_last),
             x.contiguous(memory_format=torch.channels_last),
         )
-    with torch.inference_mode():
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    with torch.inference_mode(), autocast:
         for _ in range(2):
             model(x)
         sync(device)
@@ -203,6 +208,10 @@ def main_job_benchmark(opts: MainJobOptions, device: torch.device) -> dict[str, 
         img_s = inference_img_s(device)
         result["resnet18_infer_img_s"] = img_s
         result["resnet18_infer_img_s_channels_last"] = inference_img_s(device, channels_last=True)
+        if str(main.get("precision")).startswith("bf16"):  # the unit in the job's own arithmetic, beside it
+            result["resnet18_infer_img_s_bf16_channels_last"] = inference_img_s(
+                device, channels_last=True, bf16=True
+            )
         result["main_job_forward_equivalents"] = main["wall_s"] * img_s
         if opts.baseline:
             base_epochs = opts.baseline_epochs if opts.baseline_epochs is not None else opts.epochs

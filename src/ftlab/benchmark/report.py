@@ -42,7 +42,9 @@ def render(result: dict[str, Any]) -> Table:
         )
     if "main_job_s" in result:
         main = result["main_job"]
-        table.add_row("main job s (wall, end to end)", f"{result['main_job_s']:.1f}")
+        table.add_row(
+            f"main job s (wall, end to end, {main.get('precision') or '?'})", f"{result['main_job_s']:.1f}"
+        )
         table.add_row(
             "  start-up / cache build / train / val / other s",
             " / ".join(
@@ -54,6 +56,11 @@ def render(result: dict[str, Any]) -> Table:
         if "resnet18_infer_img_s_channels_last" in result:
             table.add_row(
                 "  the same in channels_last", f"{result['resnet18_infer_img_s_channels_last']:.1f}"
+            )
+        if "resnet18_infer_img_s_bf16_channels_last" in result:
+            table.add_row(
+                "  the same in channels_last, bf16 autocast",
+                f"{result['resnet18_infer_img_s_bf16_channels_last']:.1f}",
             )
         table.add_row(
             "main job, ResNet-18 forward-image equivalents", f"{result['main_job_forward_equivalents']:,.0f}"

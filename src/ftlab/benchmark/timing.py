@@ -99,5 +99,6 @@ class PhaseTimer(Callback):
             summary = self.summary(time.time())
             acc = trainer.callback_metrics.get("val/acc")
             summary["val_acc"] = float(acc) if acc is not None else None
+            summary["precision"] = str(trainer.precision)  # what `trainer.precision=auto` resolved to
             with open(self.path, "w") as f:
                 json.dump(summary, f)

@@ -36,6 +36,7 @@ from ftlab.inference.checkpoint import require_same_classes
 from ftlab.models.backbones import set_bn_momentum
 from ftlab.models.module import Classifier
 from ftlab.training import preflight, recipes
+from ftlab.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ def known_noise_filtered() -> Iterator[None]:
         warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", PossibleUserWarning)
         # Lightning's pytree helper uses torch's deprecated LeafSpec every epoch: nothing a user can change.
         warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        # Under mixed precision the weights stay fp32, which is what Lightning's model summary then counts
+        # anyway ("Precision bf16-mixed is not supported by the model summary ... Using 32 bits instead").
+        warnings.filterwarnings("ignore", r"Precision \S+ is not supported by the model summary", UserWarning)
         # Lightning's tips advertise its cloud services (litlogger, litmodels); they are not about this run.
         rank_zero_log.addFilter(tips)
         try:
@@ -239,6 +243,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     )
     trainer_cfg, compile_cfg = trainer_options(cfg.trainer), compile_options(checked(cfg, "runtime"))
     trainer_cfg.update(cache.trainer_options)  # loaders follow the planned cache segments
+    precision, why = resolve_precision(trainer_cfg.get("precision"), trainer_cfg.get("accelerator"))
+    trainer_cfg["precision"] = precision  # `auto` becomes a Lightning value
+    if why is not None:
+        log.info("Precision: %s (%s)", precision, why)
     if compile_cfg is not None:
         module.compile_stages(**compile_cfg)
     summary = EpochSummary()
