@@ -97,7 +97,8 @@ def test_other_precisions_pass_through_unchanged(monkeypatch, value):
 
 def test_auto_precision_on_an_unknown_accelerator_is_fp32(monkeypatch):
     _cpu_features(monkeypatch, True, True)
-    assert resolve_precision("auto", "mps")[0] == "32-true"
+    precision, why = resolve_precision("auto", "mps")
+    assert precision == "32-true" and why is not None and "mps" in why
 
 
 @pytest.mark.parametrize(("native", "dtype"), [(True, torch.bfloat16), (False, torch.float32)])

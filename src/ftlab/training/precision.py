@@ -59,4 +59,4 @@ def resolve_precision(precision: Any, accelerator: Any) -> tuple[Any, str | None
             FP32,
             "auto: this CPU has no native bf16 (no AVX512-BF16 or AMX; it would be emulated), so fp32",
         )
-    return FP32, f"auto: no bf16 rule for accelerator {accelerator!r}, so fp32"
+    return FP32, f"auto: no bf16 rule for the {kind} accelerator, so fp32"
