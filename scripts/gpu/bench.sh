@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU benchmark (issue 11 item 7, issue 12 item 4), for a machine with one CUDA device and no network.
+# GPU benchmark (ftlab vs a plain loop; the main job vs a plain loop on the device), for a machine with one CUDA device and no network.
 # Run from the repository root:  OUT=/some/folder bash scripts/gpu/bench.sh   (about 3-4 minutes on an H200)
 # Writes to $OUT/: bench_gpu.json + .log (resnet18 and resnet50, bf16-mixed, channels_last, batch 256,
 # 224 px: img/s, ftlab/hand ratio, MFU; cache end-to-end and steady-state ratios) and bench_main_job_gpu.json

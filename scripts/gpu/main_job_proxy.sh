@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Issue 12's recipe measurement on the offline proxy of the main job: EfficientNet-Lite0 (its real ImageNet
+# The main job's recipe candidates, measured on its offline proxy: EfficientNet-Lite0 (its real ImageNet
 # weights) on Fashion-MNIST's four look-alike tops, 1,000 train / 600 val, 224 px, 10 epochs, everything else
 # as `+experiment=cats_dogs_cars`. Candidates: head only; last stage + head; last two stages + head; the
-# whole-network schedule (head only for 2 epochs, then everything). Runs one after another on one GPU and
+# whole-network schedule (head only for 2 epochs, then everything). Runs one after another on one GPU
+# (TRAINER=gpu, the default) or on the CPU (TRAINER=auto: bf16 where native, as the main job; TRAINER=cpu: fp32) and
 # prints val accuracy per epoch and each run's wall time (`ftlab.report --epochs`).
-# Usage: FMNIST_DIR=<folder with the four .gz files> scripts/gpu/main_job_proxy.sh [extra overrides]
+# Usage: FMNIST_DIR=<folder with the four .gz files> [TRAINER=gpu|auto|cpu] scripts/gpu/main_job_proxy.sh [extra overrides]
 set -uo pipefail
 : "${FMNIST_DIR:?set FMNIST_DIR}"
 PYTHON=${PYTHON:-python3}
 LOGS=${LOGS:-logs}
 common=(+experiment=cats_dogs_cars data=fashion_mnist 'data.classes=[tshirt_top,pullover,coat,shirt]'
   data.train_size=1000 data.val_size=600 data.image_size=224 "data.system_dir=$FMNIST_DIR" data.download=false
-  model=efficientnet_lite0 trainer=gpu callbacks.rich_progress_bar=null "paths.log_dir=$LOGS" task_name=proxy)
+  model=efficientnet_lite0 "trainer=${TRAINER:-gpu}" callbacks.rich_progress_bar=null "paths.log_dir=$LOGS" task_name=proxy)
 declare -A arms=(
   [1_head_only]="finetune=linear_probe"
   [2_last_stage]="finetune=last_stages finetune.top_k=1 finetune.unfreeze_at_epoch=0"
