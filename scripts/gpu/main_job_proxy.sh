@@ -10,6 +10,7 @@ set -uo pipefail
 : "${FMNIST_DIR:?set FMNIST_DIR}"
 PYTHON=${PYTHON:-python3}
 LOGS=${LOGS:-logs}
+mkdir -p "$LOGS"
 common=(+experiment=cats_dogs_cars data=fashion_mnist 'data.classes=[tshirt_top,pullover,coat,shirt]'
   data.train_size=1000 data.val_size=600 data.image_size=224 "data.system_dir=$FMNIST_DIR" data.download=false
   model=efficientnet_lite0 "trainer=${TRAINER:-gpu}" callbacks.rich_progress_bar=null "paths.log_dir=$LOGS" task_name=proxy)
