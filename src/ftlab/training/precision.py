@@ -31,7 +31,7 @@ def cpu_native_bf16() -> str | None:
 
 
 def _device_kind(accelerator: Any) -> str:
-    """ "cuda", "cpu" or another name: where Lightning's `accelerator` setting will run the model."""
+    """Where Lightning's `accelerator` setting will run the model: "cuda", "cpu" or another name."""
     name = str(accelerator).lower()
     if name in ("gpu", "cuda"):
         return "cuda"
