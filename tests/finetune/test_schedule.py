@@ -300,3 +300,13 @@ def test_step_schedulers_keep_each_groups_own_peak():
     peaks = trajectory(lambda o: one_cycle(o, total_steps=50, pct_start=0.2), 50)
     top = max(range(50), key=lambda i: peaks[i][0])
     assert peaks[top] == pytest.approx([1.0, 0.1]) and peaks[0][0] == pytest.approx(1.0 / 25)
+
+
+def test_unreached_phases_are_those_starting_at_or_after_max_epochs():
+    phases = build_phases("gradual", RESNET, every=2)  # head, then one more stage every 2 epochs
+    schedule = FinetuneSchedule(phases)
+    starts = sorted(p.at_epoch for p in schedule.phases)
+    for max_epochs in range(0, starts[-1] + 2):
+        expected = [s for s in starts if s >= max_epochs]
+        assert [p.at_epoch for p in schedule.unreached(max_epochs)] == expected, max_epochs
+    assert schedule.unreached(None) == [] and schedule.unreached(-1) == []  # unbounded runs

@@ -165,6 +165,12 @@ class Schedule:
     def trainable(self, epoch: int) -> frozenset[str]:
         return self.phases[self.phase_index(epoch)].trainable
 
+    def unreached(self, max_epochs: int | None) -> list[Phase]:
+        """The phases that start at or after `max_epochs` (their stages never train); none when unbounded."""
+        if max_epochs is None or max_epochs < 0:
+            return []
+        return [phase for phase in self.phases if phase.at_epoch >= max_epochs]
+
     def unfrozen_since(self, stage: str, epoch: int) -> int:
         """First epoch of the stage's current unbroken run of trainable phases."""
         since = epoch

@@ -190,18 +190,15 @@ def build_schedule(
 
 def warn_unreached_phases(schedule: FinetuneSchedule, max_epochs: int | None) -> None:
     """Log a warning for each phase that starts at or after `trainer.max_epochs`: its stages never train."""
-    if max_epochs is None or max_epochs < 0:
-        return
-    for phase in schedule.phases:
-        if phase.at_epoch >= max_epochs:
-            log.warning(
-                "finetune: the phase from epoch %d never runs with trainer.max_epochs=%d, so %s never "
-                "train%s; lower finetune.unfreeze_at_epoch (or the milestones) or raise trainer.max_epochs.",
-                phase.at_epoch,
-                max_epochs,
-                ", ".join(sorted(phase.trainable)) or "no stages",
-                "s" if len(phase.trainable) == 1 else "",
-            )
+    for phase in schedule.unreached(max_epochs):
+        log.warning(
+            "finetune: the phase from epoch %d never runs with trainer.max_epochs=%d, so %s never "
+            "train%s; lower finetune.unfreeze_at_epoch (or the milestones) or raise trainer.max_epochs.",
+            phase.at_epoch,
+            max_epochs,
+            ", ".join(sorted(phase.trainable)) or "no stages",
+            "s" if len(phase.trainable) == 1 else "",
+        )
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
