@@ -396,3 +396,13 @@ def test_a_phase_that_never_runs_is_named_on_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     log = " ".join((result.stdout + result.stderr).split())
     assert "the phase from epoch 1 never runs with trainer.max_epochs=1, so layer4 never trains" in log
+
+
+def test_an_unknown_precision_stops_before_data_loads_with_one_paragraph(tmp_path):
+    args = ["+experiment=smoke", *TINY, "trainer.precision=bf17", f"paths.log_dir={tmp_path}"]
+    result = run_cli("ftlab.train", args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "trainer.precision='bf17' is not a precision: give `auto`" in message
+    assert "BatchNorm policy" not in result.stdout + result.stderr  # stopped before the model was built

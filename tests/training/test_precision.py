@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 
+import lightning as L
 import pytest
 import torch
 
-from ftlab.training.precision import resolve_precision
+from ftlab.errors import FtlabError
+from ftlab.training.precision import check_precision, lightning_precisions, resolve_precision
 from ftlab.training.run import train
 from tests.helpers.cli import TINY
 from tests.helpers.probes import ConvProbe
@@ -116,3 +118,18 @@ def test_main_job_picks_auto_and_a_trainer_preset_on_the_command_line_replaces_i
     for preset, precision in (("cpu", "32-true"), ("bf16", "bf16-mixed"), ("fp16", "16-mixed")):
         cfg = compose_cfg(["+experiment=cats_dogs_cars", f"trainer={preset}"])
         assert cfg.trainer.precision == precision, preset
+
+
+def test_precision_values_are_lightnings_own_plus_auto():
+    """The early check agrees with Lightning's Trainer: what it lets through builds, what it stops fails."""
+    allowed = lightning_precisions()
+    assert "auto" not in allowed
+    for value in ("32-true", "bf16-mixed", 64, "bf16"):
+        check_precision(value)
+        L.Trainer(precision=value, accelerator="cpu", logger=False, enable_checkpointing=False)
+    for value in ("auto", None):
+        check_precision(value)
+    with pytest.raises(FtlabError, match=r"trainer.precision='bf17'.*`auto`.*bf16-mixed"):
+        check_precision("bf17")
+    with pytest.raises(ValueError, match="bf17"):
+        L.Trainer(precision="bf17", accelerator="cpu", logger=False, enable_checkpointing=False)

@@ -10,13 +10,44 @@ would be emulated, so `auto` stays `32-true`. fp16 is never chosen: it needs los
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import torch
 
+from ftlab.errors import FtlabError
+
 AUTO = "auto"
 BF16 = "bf16-mixed"
 FP32 = "32-true"
+
+
+def lightning_precisions() -> list[Any]:
+    """The precision values Lightning's Trainer accepts (from its own type), or [] where it cannot be read."""
+    try:
+        from lightning.fabric.connector import _PRECISION_INPUT
+    except ImportError:  # a Lightning that moved it: Lightning's own check still runs
+        return []
+
+    def values(hint: Any) -> list[Any]:  # a Union of Literals, flattened
+        if typing.get_origin(hint) is typing.Literal:
+            return list(typing.get_args(hint))
+        return [v for arg in typing.get_args(hint) for v in values(arg)]
+
+    return values(_PRECISION_INPUT)
+
+
+def check_precision(precision: Any) -> None:
+    """`trainer.precision` is `auto` or a value Lightning accepts; else one paragraph naming the key."""
+    allowed = lightning_precisions()
+    if precision is None or str(precision) == AUTO or not allowed or precision in allowed:
+        return
+    names = ", ".join(str(v) for v in allowed if isinstance(v, str))
+    raise FtlabError(
+        f"trainer.precision={precision!r} is not a precision: give `auto` (ftlab: bf16 autocast where the "
+        f"device computes bf16 natively, else fp32) or one of Lightning's values ({names}), e.g. "
+        "trainer.precision=bf16-mixed, or a preset: trainer=auto|bf16|fp16."
+    )
 
 
 def cpu_native_bf16() -> str | None:

@@ -36,7 +36,7 @@ from ftlab.inference.checkpoint import require_same_classes
 from ftlab.models.backbones import set_bn_momentum
 from ftlab.models.module import Classifier
 from ftlab.training import preflight, recipes
-from ftlab.training.precision import resolve_precision
+from ftlab.training.precision import check_precision, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def check_config(cfg: DictConfig) -> None:
         checked(cfg, group)
     scheduler_settings(cfg)
     compile_options(checked(cfg, "runtime"))
-    trainer_options(cfg.trainer)
+    check_precision(trainer_options(cfg.trainer).get("precision"))
 
 
 def build_module(cfg: DictConfig, class_names: list[str]) -> Classifier:
