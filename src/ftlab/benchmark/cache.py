@@ -18,10 +18,10 @@ from lightning.pytorch.callbacks import Callback
 from ftlab.benchmark.loops import quiet_trainer
 from ftlab.benchmark.settings import LR, WEIGHT_DECAY, Settings, sync
 from ftlab.callbacks.schedule import FinetuneSchedule
-from ftlab.config.schemas import CacheConfig
 from ftlab.data import ImageDataModule
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.features.cache import FeatureCache
+from ftlab.features.settings import CacheSettings as CacheConfig
 from ftlab.finetune.phases import build_phases
 from ftlab.models.module import Classifier
 

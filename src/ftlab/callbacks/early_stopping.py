@@ -3,6 +3,7 @@ unfreeze, and running out of patience stops the run only in the schedule's last 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -10,7 +11,28 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
+from ftlab.config.registry import register
+from ftlab.errors import FtlabError
 from ftlab.finetune.phases import Schedule
+
+MODES = ("max", "min")
+
+
+@register("early_stopping", "settings")
+@dataclass
+class EarlyStoppingSettings:
+    """`early_stopping`: patience restarts at each unfreeze; the run stops only in the schedule's last phase."""
+
+    patience: int | None = None  # null = off; validation epochs without improvement before stopping
+    monitor: str = "val/acc"  # metric to watch
+    mode: str = "max"  # max: higher is better; min: lower is better
+    min_delta: float = 0.0  # smallest change that counts as an improvement
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise FtlabError(f"early_stopping.mode={self.mode!r} is not one of {', '.join(MODES)}.")
+        if self.patience is not None and self.patience < 1:
+            raise FtlabError(f"early_stopping.patience={self.patience} must be >= 1, or null (off).")
 
 
 class PhaseAwareEarlyStopping(EarlyStopping):

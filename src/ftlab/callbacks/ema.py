@@ -3,12 +3,27 @@ use the averaged weights, and the decay warms up so that early, poor weights fad
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
+from ftlab.config.registry import register
 from ftlab.errors import FtlabError
+
+
+@register("ema", "settings")
+@dataclass
+class EmaSettings:
+    """`ema`: exponential moving average of the weights; validation and checkpoints use the average."""
+
+    decay: float | None = None  # null = off; e.g. 0.999 (per optimizer step)
+    warmup: bool = True  # decay min(decay, (1+n)/(10+n)) over the first updates, so early weights fade fast
+
+    def __post_init__(self) -> None:
+        if self.decay is not None and not 0.0 < self.decay < 1.0:
+            raise FtlabError(f"ema.decay={self.decay} must be between 0 and 1 (e.g. 0.999), or null (off).")
 
 
 def warmup_decay(decay: float, updates: int, warmup: bool = True) -> float:

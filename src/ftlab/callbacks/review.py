@@ -16,7 +16,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 from torch.utils.hooks import RemovableHandle
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -62,8 +61,6 @@ class TensorBoardReview(Callback):
         explain: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(hparams, DictConfig):
-            hparams = OmegaConf.to_container(hparams, resolve=True)  # type: ignore[assignment]
         self.hparams = dict(hparams or {})
         self.worst_k, self.min_tile, self.explain = worst_k, min_tile, explain
         self.confusion: MulticlassConfusionMatrix | None = None

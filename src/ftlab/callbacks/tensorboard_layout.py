@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -75,7 +76,6 @@ def swept_overrides() -> str:
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         return ""
@@ -86,7 +86,7 @@ def swept_overrides() -> str:
     swept = {str(k).lstrip("+~") for k in (hydra_cfg.sweeper.get("params") or {})}
     multirun = Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml"
     if multirun.is_file():
-        sweep_args = list(OmegaConf.load(multirun).hydra.overrides.task)
+        sweep_args = list(yaml.safe_load(multirun.read_text())["hydra"]["overrides"]["task"])
         swept |= {_key(o) for o in parser.parse_overrides(sweep_args) if o.is_sweep_override()}
     job = parser.parse_overrides(list(hydra_cfg.overrides.task))
     parts = [f"{_key(o)}={o.get_value_element_as_str()}" for o in job if _key(o) in swept]

@@ -13,43 +13,51 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
+from ftlab.config.check import check_command_line, command_options
 from ftlab.config.location import config_dir
-from ftlab.config.schemas import checked, checked_options
+from ftlab.config.registry import register
 from ftlab.data import build_datamodule, build_source
+from ftlab.data.settings import DataSettings
 from ftlab.errors import FtlabError, report_errors
 from ftlab.inference.audit import AuditResult, PooledFeatures, audit, write_markdown, write_suspects
 from ftlab.inference.checkpoint import resolve_device
-from ftlab.models.backbones import build
-from ftlab.training import preflight
+from ftlab.models.backbones import ModelSettings, build
+from ftlab.training import preflight as assets
+from ftlab.training.settings import PathsSettings
 
 FORMATS = ("markdown", "json")
 
 
+@register("command", "audit")
 @dataclass
 class AuditOptions:
-    """The options of `ftlab.audit` (conf/audit.yaml), besides the `data`, `model` and `paths` groups."""
+    """`python -m ftlab.audit data=<source> [data.root=<folder>] [suspects_out=suspects.txt]`."""
 
-    seed: int = 42
-    format: str = "markdown"
-    near_threshold: float = 0.95
-    folds: int = 5
-    suspects_out: str | None = None
-    batch_size: int = 32
-    device: str = "auto"
-    thumb_size: int = 96
-    max_rows: int = 50
+    task_name: str = "audit"  # names the run folder: logs/audit/<timestamp>/
+    seed: int = 42  # seed of the train/val split (as in training) and of the probe's folds
+    format: str = "markdown"  # markdown: report.md with thumbnails (path printed); json: the findings on stdout
+    near_threshold: float = 0.95  # cosine similarity of pooled features at or above which two images are near duplicates
+    folds: int = 5  # cross-validation folds of the linear probe behind the label check
+    suspects_out: str | None = None  # write the suspects' ids here (one per line), a file for data.exclude=
+    batch_size: int = 32  # images per forward pass
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:<index>
+    thumb_size: int = 96  # side of the report's thumbnails in pixels
+    max_rows: int = 50  # rows per table in report.md (json lists everything)
+    data: DataSettings = field(default_factory=DataSettings)  # data=<source>: the source to audit
+    model: ModelSettings = field(default_factory=ModelSettings)  # model=<name>: whose pooled features compare images
+    paths: PathsSettings = field(default_factory=PathsSettings)  # paths=default: data, logs and output folders
 
 
 def run_audit(cfg: DictConfig) -> tuple[AuditResult, dict[str, Any], AuditOptions]:
     """Load the source's splits (after any data.exclude) and audit them with the model's pooled features."""
-    options: Any = checked_options(cfg, AuditOptions, "audit")
+    options = command_options(cfg, AuditOptions, "audit")
     if options.format not in FORMATS:
         raise FtlabError(f"format={options.format!r}: use one of {', '.join(FORMATS)}.")
     if not -1.0 <= options.near_threshold <= 1.0:
@@ -58,12 +66,12 @@ def run_audit(cfg: DictConfig) -> tuple[AuditResult, dict[str, Any], AuditOption
         raise FtlabError(
             f"folds={options.folds}, batch_size={options.batch_size}: give folds >= 2, batch_size >= 1."
         )
-    model_cfg = checked(cfg, "model")
-    source = build_source(cfg.data, options.seed)
-    preflight.check(source, model_cfg.backbone, model_cfg.weights)
-    backbone = build(model_cfg.backbone, model_cfg.weights, len(source.classes))
-    preprocessing = backbone.preprocessing.at_size(cfg.data.get("image_size"))
-    datamodule = build_datamodule(cfg.data, source, preprocessing, seed=options.seed)
+    model = options.model
+    source = build_source(options.data, options.seed)
+    assets.check(source, model.backbone, model.weights)
+    backbone = build(model.backbone, model.weights, len(source.classes))
+    preprocessing = backbone.preprocessing.at_size(options.data.image_size)
+    datamodule = build_datamodule(options.data, source, preprocessing, seed=options.seed)
     datamodule.setup("validate")
     assert datamodule.train_set is not None and datamodule.val_set is not None
     result, thumbs = audit(
@@ -88,10 +96,10 @@ def run_audit(cfg: DictConfig) -> tuple[AuditResult, dict[str, Any], AuditOption
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="audit")
 @report_errors
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     result, thumbs, options = run_audit(cfg)
-    out_dir = Path(str(cfg.paths.output_dir))
+    out_dir = Path(str(options.paths.output_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "audit.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
     report = write_markdown(result, thumbs, out_dir, options.thumb_size, options.max_rows)
@@ -110,6 +118,14 @@ def main(cfg: DictConfig) -> None:
         f"{kinds['val']}, likely label errors {len(result.label_suspects)}"
     )
     print(f"report: {report}")
+
+
+
+@report_errors
+def main() -> None:
+    """The command line is checked (unknown keys, wrong types) before Hydra runs the command."""
+    check_command_line("audit")
+    _hydra_main()
 
 
 if __name__ == "__main__":

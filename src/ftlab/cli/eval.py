@@ -12,49 +12,56 @@ diagram also goes to the training run's TensorBoard when the checkpoint sits in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 from rich.console import Console
 
+from ftlab.config.check import check_command_line, command_options
 from ftlab.config.location import config_dir
-from ftlab.config.schemas import checked_options
+from ftlab.config.registry import register
+from ftlab.data.settings import DataSettings
 from ftlab.errors import report_errors
 from ftlab.inference import evaluation
 from ftlab.inference.calibration import describe
 from ftlab.inference.evaluation import Report, log_to_tensorboard, tensorboard_folder
 from ftlab.inference.tta import tta_views
+from ftlab.training.settings import PathsSettings
 
 __all__ = ["EvalOptions", "Report", "evaluate", "main"]
 
 
+@register("command", "eval")
 @dataclass
 class EvalOptions:
-    """The options of `ftlab.eval` (conf/eval.yaml), besides the `data` group."""
+    """`python -m ftlab.eval ckpt_path=<ckpt> [data=<source> data.root=<folder> split=all]`."""
 
-    ckpt_path: str = MISSING
-    split: str = "val"
-    seed: int | None = None
-    device: str = "auto"
-    calibrate: bool = False
-    tta: str = "none"
+    task_name: str = "eval"  # names the run folder: logs/eval/<timestamp>/
+    ckpt_path: str = "???"  # checkpoint written by ftlab.train (a run's checkpoints/best.ckpt or last.ckpt)
+    split: str = "val"  # val: the validation split, as in training; all: every image of the source
+    seed: int | None = None  # seed of the train/val split; null = the training run's seed (42 when unknown)
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:<index>
+    calibrate: bool = False  # true: fit temperature scaling on the val split and store it in the checkpoint first
+    tta: str = "none"  # test-time augmentation: none | hflip | five_crop (mean of the views' probabilities)
+    data: DataSettings | None = None  # data=<source>: evaluate on it; null = the training run's own data config
+    paths: PathsSettings = field(default_factory=PathsSettings)  # paths=default: data, logs and output folders
 
 
 def evaluate(cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
     """Evaluate `cfg.ckpt_path` on the chosen data; return the report and what was evaluated."""
-    options: Any = checked_options(cfg, EvalOptions, "eval")
+    options = command_options(cfg, EvalOptions, "eval")
     tta_views(torch.zeros(1, 3, 2, 2), options.tta)  # a wrong tta= fails before any data is loaded
-    report, about = evaluation.evaluate(options, cfg)
+    report, about = evaluation.evaluate(options)
     return report, about | {"tta": options.tta}
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 @report_errors
-def main(cfg: DictConfig) -> float:
+def _hydra_main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the accuracy."""
     report, about = evaluate(cfg)
     console = Console()
@@ -78,6 +85,14 @@ def main(cfg: DictConfig) -> float:
     console.print(f"accuracy: {report.accuracy:.4f}")
     console.print("written: " + "  ".join(str(p) for p in written))
     return report.accuracy
+
+
+
+@report_errors
+def main() -> None:
+    """The command line is checked (unknown keys, wrong types) before Hydra runs the command."""
+    check_command_line("eval")
+    _hydra_main()
 
 
 if __name__ == "__main__":

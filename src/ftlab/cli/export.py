@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import hydra
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 from rich.console import Console
 
+from ftlab.config.check import check_command_line, command_options
 from ftlab.config.location import config_dir
-from ftlab.config.schemas import checked_options
+from ftlab.config.registry import register
 from ftlab.errors import report_errors
 from ftlab.inference.calibration import describe
 from ftlab.inference.checkpoint import read_record
@@ -27,21 +28,22 @@ from ftlab.inference.export import export
 __all__ = ["ExportOptions", "export", "main"]
 
 
+@register("command", "export")
 @dataclass
 class ExportOptions:
-    """The options of `ftlab.export` (conf/export.yaml)."""
+    """`python -m ftlab.export ckpt_path=<ckpt> format=onnx|torchscript`: a standalone model file."""
 
-    ckpt_path: str = MISSING
-    format: str = "onnx"
-    output: str | None = None
-    verify: bool = True
+    ckpt_path: str = "???"  # checkpoint written by ftlab.train (a run's checkpoints/best.ckpt or last.ckpt)
+    format: str = "onnx"  # onnx | torchscript
+    output: str | None = None  # file to write; null = next to the checkpoint: <name>.onnx / <name>.torchscript.pt
+    verify: bool = True  # run the file on a random batch and compare with the checkpoint (ONNX: onnxruntime)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="export")
 @report_errors
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    options: Any = checked_options(cfg, ExportOptions, "export")
+    options: Any = command_options(cfg, ExportOptions, "export")
     path, diff = export(options)
     temperature = read_record(options.ckpt_path).get("temperature")
     console = Console()
@@ -52,6 +54,14 @@ def main(cfg: DictConfig) -> None:
         console.print(f"checked against the checkpoint: max |logit difference| {diff:.2e}")
     elif options.verify:
         console.print("not checked: `pip install onnxruntime` to compare the ONNX file with the checkpoint")
+
+
+
+@report_errors
+def main() -> None:
+    """The command line is checked (unknown keys, wrong types) before Hydra runs the command."""
+    check_command_line("export")
+    _hydra_main()
 
 
 if __name__ == "__main__":

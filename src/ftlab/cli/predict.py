@@ -17,10 +17,11 @@ from typing import IO, Any
 
 import hydra
 import torch
-from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ftlab.config.check import check_command_line, command_options
 from ftlab.config.location import config_dir
-from ftlab.config.schemas import checked_options
+from ftlab.config.registry import register
 from ftlab.errors import FtlabError, report_errors
 from ftlab.inference.calibration import describe
 from ftlab.inference.checkpoint import TrainedModel
@@ -30,20 +31,21 @@ from ftlab.inference.tta import tta_views
 __all__ = ["PredictOptions", "Prediction", "collect_images", "main", "predict", "run"]
 
 
+@register("command", "predict")
 @dataclass
 class PredictOptions:
-    """The options of `ftlab.predict` (conf/predict.yaml)."""
+    """`python -m ftlab.predict ckpt_path=<ckpt> inputs=[<image or folder>,...]`: class probabilities."""
 
-    ckpt_path: str = MISSING
-    inputs: list[str] = MISSING
-    format: str = "text"
-    top_k: int | None = None
-    batch_size: int = 32
-    num_workers: int = 2
-    device: str = "auto"
-    explain: bool = False
-    out_dir: str | None = None
-    tta: str = "none"
+    ckpt_path: str = "???"  # checkpoint written by ftlab.train (a run's checkpoints/best.ckpt or last.ckpt)
+    inputs: list[str] = "???"  # type: ignore[assignment]  # image files and folders (searched recursively)
+    format: str = "text"  # text: `path  dog 0.80  cat 0.15 ...`; json: one JSON object per line
+    top_k: int | None = None  # classes shown per image, most probable first; null = all
+    batch_size: int = 32  # images per forward pass
+    num_workers: int = 2  # processes decoding images (used when there is more than one batch)
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:<index>
+    explain: bool = False  # true: also write a Grad-CAM overlay PNG per image into out_dir (CNN backbones)
+    out_dir: str | None = None  # folder for the explain=true overlays, e.g. out_dir=explanations/
+    tta: str = "none"  # test-time augmentation: none | hflip | five_crop (mean of the views' probabilities)
 
 
 def run(options: PredictOptions, out: IO[str]) -> None:
@@ -81,13 +83,20 @@ def run(options: PredictOptions, out: IO[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")
 @report_errors
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     if not OmegaConf.is_missing(cfg, "inputs") and isinstance(cfg.inputs, str):  # inputs=a.jpg, no brackets
         with open_dict(cfg):
             cfg.inputs = [cfg.inputs]
-    options: Any = checked_options(cfg, PredictOptions, "predict")
+    options: Any = command_options(cfg, PredictOptions, "predict")
     run(options, sys.stdout)
+
+
+@report_errors
+def main() -> None:
+    """The command line is checked (unknown keys, wrong types) before Hydra runs the command."""
+    check_command_line("predict")
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -7,17 +7,20 @@ writes the composed source's train/val split as litdata chunks for `data=litdata
 
 from __future__ import annotations
 
+import sys
+
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from rich.console import Console
 
+from ftlab.config.check import check_command_line
 from ftlab.config.location import config_dir
-from ftlab.config.schemas import checked
 from ftlab.data import build_source
 from ftlab.data.sources import Source
 from ftlab.data.sources.litdata import write_chunks
 from ftlab.errors import FtlabError, report_errors
-from ftlab.training import preflight
+from ftlab.training import preflight as assets
+from ftlab.training.settings import load_settings
 
 
 def _fetch_data(source: Source) -> None:
@@ -31,13 +34,14 @@ def _fetch_data(source: Source) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 @report_errors
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     """Fetch the data archive and the weights of the composed experiment, or write litdata chunks."""
     console = Console()
-    source = build_source(cfg.data, cfg.seed)
-    out_dir = cfg.get("to_litdata")
+    with open_dict(cfg):  # prepare's own options, beside the training config
+        out_dir, workers = cfg.pop("to_litdata", None), cfg.pop("litdata_workers", 1)
+    settings = load_settings(cfg)
+    source = build_source(settings.data, settings.seed)
     if out_dir is not None:
-        workers = cfg.get("litdata_workers", 1)
         if not isinstance(workers, int) or workers < 1:
             raise FtlabError(f"+litdata_workers={workers!r}: give a whole number of processes, 1 or more.")
         _fetch_data(source)
@@ -48,9 +52,17 @@ def main(cfg: DictConfig) -> None:
             f"{out_dir}; train with: data=litdata data.root={out_dir}"
         )
         return
-    model_cfg = checked(cfg, "model")
-    for asset in preflight.fetch_missing(source, model_cfg.backbone, model_cfg.weights):
+    model = settings.model
+    for asset in assets.fetch_missing(source, model.backbone, model.weights):
         console.print(f"ready: {asset.description}: {asset.path}")
+
+
+
+@report_errors
+def main() -> None:
+    """The command line is checked (old keys, unknown keys, wrong types) before Hydra runs the command."""
+    check_command_line("train", [a for a in sys.argv[1:] if not a.startswith(("+to_litdata=", "+litdata_workers="))])
+    _hydra_main()
 
 
 if __name__ == "__main__":

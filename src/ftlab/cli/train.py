@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
+from ftlab.config.check import check_command_line
 from ftlab.config.location import config_dir
-from ftlab.config.schemas import check_overrides
 from ftlab.errors import report_errors
 from ftlab.training.run import train
 
@@ -24,8 +22,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 @report_errors
 def main() -> None:
-    """Old keys on the command line get a "moved to" error before Hydra composes the config."""
-    check_overrides(sys.argv[1:])
+    """The command line is checked (old keys, unknown keys, wrong types) before Hydra runs the job."""
+    check_command_line("train")
     _hydra_main()
 
 

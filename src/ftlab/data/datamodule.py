@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import logging
-import typing
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,7 +13,6 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from ftlab.config.types import check_types
 from ftlab.data import transforms
 from ftlab.data.augment import BatchMix, ImageAugment, augment_key, parse_augment
 from ftlab.data.batches import FeatureBatch
@@ -25,9 +21,8 @@ from ftlab.data.exclude import apply_exclude
 from ftlab.data.images import load_rgb
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.sampling import BalancedSampler, EpochSampler, class_counts
+from ftlab.data.settings import DataSettings
 from ftlab.data.sources.base import Source
-from ftlab.data.sources.registry import SOURCES
-from ftlab.errors import FtlabError, did_you_mean
 
 
 class FeatureSource(Protocol):
@@ -67,10 +62,6 @@ def _worker_context(num_workers: int) -> str | None:
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-PREPROCESS_ON = ("device", "cpu")
-SAMPLERS = ("random", "balanced")
-
-
 class ImageDataModule(L.LightningDataModule):
     """Loads uint8 images from a source; resizes and normalises them where it is cheapest.
 
@@ -97,14 +88,10 @@ class ImageDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         presets = parse_augment(augment)  # recipes: presets, MixUp/CutMix, balanced sampler
-        if sampler not in SAMPLERS:
-            raise FtlabError(f"data.sampler={sampler!r} is not one of {', '.join(SAMPLERS)}.")
         self.image_augment = ImageAugment(presets)
         self.mix = BatchMix(len(source.classes), mixup_alpha, cutmix_alpha)
         self.sampler, self.hflip = sampler, "hflip" in presets
         augment = augment_key(presets, mixup_alpha, cutmix_alpha)  # what the feature cache keys on
-        if preprocess_on not in PREPROCESS_ON:
-            raise FtlabError(f"data.preprocess_on={preprocess_on!r} is not one of {PREPROCESS_ON}.")
         self.source, self.preprocessing = source, preprocessing
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
@@ -263,57 +250,13 @@ class ImageDataModule(L.LightningDataModule):
         return self.mix(images, labels) if training else (images, labels)
 
 
-LOADER_KEYS = (
-    "batch_size",
-    "num_workers",
-    "pin_memory",
-    "persistent_workers",
-    "augment",
-    "preprocess_on",
-    "exclude",
-    "mixup_alpha",
-    "cutmix_alpha",
-    "sampler",
-)
-
-
-def _plain(value: Any) -> Any:
-    """A config list (ListConfig) as a plain list, anything else as it is."""
-    return [*value] if isinstance(value, Sequence) and not isinstance(value, str) else value
-
-
 def build_datamodule(
-    cfg: Mapping[str, Any], source: Source, preprocessing: Preprocessing, seed: int = 0
+    settings: DataSettings, source: Source, preprocessing: Preprocessing, seed: int = 0
 ) -> ImageDataModule:
-    """DataModule from the `data` config node, its source, and the model's preprocessing."""
-    loader = {k: _plain(cfg[k]) for k in LOADER_KEYS if k in cfg}
-    return ImageDataModule(source, preprocessing, seed=seed, **loader)
+    """DataModule from the `data` settings, its source, and the model's preprocessing."""
+    return ImageDataModule(source, preprocessing, seed=seed, **settings.loader_options())
 
 
-def build_source(cfg: Mapping[str, Any], seed: int) -> Source:
-    """The source named by `data.source`, built from its keys; unknown keys are a clear error."""
-    name = cfg.get("source")
-    if name not in SOURCES:
-        raise FtlabError(
-            f"Unknown data source data.source={name!r}.{did_you_mean(str(name), SOURCES)} "
-            f"Available: {', '.join(SOURCES)}."
-        )
-    cls = SOURCES[name]
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    common = {"source", "image_size", *LOADER_KEYS}
-    kwargs = {k: v for k, v in cfg.items() if k not in common}
-    unknown = [k for k in kwargs if k not in fields]
-    if unknown:
-        key = unknown[0]
-        raise FtlabError(
-            f"Unknown key data.{key} for data.source={name}.{did_you_mean(key, fields | common)} "
-            f"Valid keys: {', '.join(sorted(fields | common))}."
-        )
-    kwargs.setdefault("seed", seed)
-    if "classes" in kwargs and kwargs["classes"] is not None:
-        kwargs["classes"] = list(kwargs["classes"])
-    check_types(kwargs, typing.get_type_hints(cls))
-    loader_hints = typing.get_type_hints(ImageDataModule.__init__)
-    check_types({k: _plain(cfg[k]) for k in LOADER_KEYS if k in cfg}, loader_hints)
-    check_types({"image_size": cfg.get("image_size")}, {"image_size": int | None})
-    return cls(**kwargs)
+def build_source(settings: DataSettings, seed: int) -> Source:
+    """The source the `data` settings describe; `seed` fixes its train/val split."""
+    return settings.build_source(seed)  # type: ignore[no-any-return]

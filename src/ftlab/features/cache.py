@@ -23,13 +23,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from ftlab.config.schemas import CacheConfig
 from ftlab.data.batches import CollateFeatures
 from ftlab.data.datamodule import ImageDataModule
 from ftlab.data.sampling import EpochSampler
 from ftlab.errors import FtlabError
 from ftlab.features import planner
 from ftlab.features.planner import Plan, Segment
+from ftlab.features.settings import CacheSettings as CacheConfig
 from ftlab.finetune.phases import Schedule
 from ftlab.models.module import Classifier
 

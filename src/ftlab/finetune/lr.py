@@ -3,9 +3,39 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
+
+from ftlab.config.registry import register
+from ftlab.errors import FtlabError
+
+INTERVALS = ("epoch", "step")
+
+
+@register("scheduler", "settings")
+@dataclass
+class SchedulerSettings:
+    """`scheduler=<name>`: the torch LR scheduler (`factory`) and how Lightning steps it."""
+
+    factory: Any = None  # a torch LR scheduler node (`_target_`, `_partial_: true`); null = constant LR
+    interval: str = "epoch"  # when Lightning steps the scheduler: every `epoch` or every optimizer `step`
+    monitor: str | None = None  # metric a ReduceLROnPlateau scheduler watches (e.g. val/loss)
+
+    def __post_init__(self) -> None:
+        if self.interval not in INTERVALS:
+            raise FtlabError(
+                f"scheduler.interval={self.interval!r}: Lightning steps a scheduler once per `epoch` or "
+                "every optimizer `step`; give one of those."
+            )
+        factory = self.factory
+        if factory is not None and not (isinstance(factory, dict) and "_target_" in factory):
+            raise FtlabError(
+                f"scheduler.factory={factory!r}: give a Hydra node with `_target_` (a torch LR scheduler, "
+                "`_partial_: true`) or null for a constant LR (scheduler=none)."
+            )
 
 
 def warmup_cosine(

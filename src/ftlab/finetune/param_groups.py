@@ -4,12 +4,33 @@ decay on norm and bias parameters. Every group exists from the start, frozen or 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from ftlab.config.registry import register
+from ftlab.errors import FtlabError
+
 HEAD = "head"
 NO_DECAY_SUFFIX = "/no_decay"
+
+
+@register("param_groups", "settings")
+@dataclass
+class ParamGroupsSettings:
+    """`param_groups`: the optimizer's per-stage LR and weight-decay policy, the same for every strategy."""
+
+    backbone_lr_mult: float = 0.1  # backbone LR = head LR x this (the top stage; see lr_decay)
+    lr_decay: float = 1.0  # each stage further from the head gets this factor more (e.g. 0.7; 1 = same LR)
+    no_decay_norm_bias: bool = True  # no weight decay on biases and norm weights
+
+    def __post_init__(self) -> None:
+        if self.backbone_lr_mult < 0 or self.lr_decay < 0:
+            raise FtlabError(
+                f"param_groups.backbone_lr_mult={self.backbone_lr_mult} and param_groups.lr_decay="
+                f"{self.lr_decay} must be >= 0 (they multiply the head's learning rate)."
+            )
 
 
 def stage_lr_multipliers(

@@ -1,23 +1,21 @@
 """Fine-tuning schedules: which stages train in each epoch, their LR multipliers and BatchNorm modes.
 
-Every strategy compiles to a list of phases `{at_epoch, trainable, lr_mult}`, and everything follows from
+Every strategy (`finetune/strategies.py`) compiles to a list of phases `{at_epoch, trainable, lr_mult}`, and everything follows from
 the epoch alone: a resume at any epoch rebuilds the same state. Unfreezing only flips `requires_grad` (and
 module modes); the optimizer already holds every stage's parameter group, so it is never rebuilt.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from ftlab.errors import FtlabError, did_you_mean
+from ftlab.errors import FtlabError
 from ftlab.finetune.param_groups import HEAD
 
-STRATEGIES = ("linear_probe", "full", "freeze_unfreeze", "gradual", "top_k", "custom")
 BN_POLICIES = ("frozen", "train", "all_frozen")
 BN_CHOICES = ("auto", *BN_POLICIES)  # what `finetune.bn` accepts; `auto` is resolved by `resolve_bn`
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -30,30 +28,6 @@ class Phase:
     at_epoch: int
     trainable: frozenset[str]
     lr_mult: float = 1.0
-
-
-def resolve_trainable(spec: str | Iterable[str], stage_names: Sequence[str]) -> frozenset[str]:
-    """Stage names from a list of names, `top-k` (the k stages nearest the head), `all` or `none`."""
-    items = [spec] if isinstance(spec, str) else list(spec)
-    chosen: set[str] = set()
-    for item in items:
-        item = str(item)
-        match = re.fullmatch(r"top-(\d+)", item)
-        if item == "all":
-            chosen.update(stage_names)
-        elif item in ("none", HEAD):
-            continue
-        elif match:
-            k = int(match.group(1))
-            chosen.update(stage_names[len(stage_names) - k :] if k else [])
-        elif item in stage_names:
-            chosen.add(item)
-        else:
-            raise FtlabError(
-                f"finetune: unknown stage {item!r}.{did_you_mean(item, stage_names)} Stages of this "
-                f"backbone: {', '.join(stage_names)}; also `top-k`, `all`, `none`."
-            )
-    return frozenset(chosen)
 
 
 def resolve_bn(policy: str, pretrained: bool) -> tuple[str, str]:
@@ -71,76 +45,6 @@ def resolve_bn(policy: str, pretrained: bool) -> tuple[str, str]:
     if pretrained:
         return "all_frozen", "auto: pretrained weights keep their BatchNorm statistics"
     return "frozen", "auto: random init, the training stages learn their BatchNorm statistics"
-
-
-def build_phases(
-    strategy: str,
-    stage_names: Sequence[str],
-    *,
-    unfreeze_at_epoch: int | None = 1,
-    every: int = 1,
-    milestones: Sequence[int] | None = None,
-    min_stage: str | None = None,
-    phases: Sequence[Any] | None = None,
-    top_k: int = 1,
-) -> list[Phase]:
-    """Compile a strategy into phases over the backbone's trainable stages (those with parameters)."""
-    names = list(stage_names)
-    if strategy == "linear_probe":
-        return [Phase(0, frozenset())]
-    if strategy == "full":
-        return [Phase(0, frozenset(names))]
-    if strategy == "freeze_unfreeze":
-        if unfreeze_at_epoch is None:
-            return [Phase(0, frozenset())]
-        if unfreeze_at_epoch <= 0:
-            return [Phase(0, frozenset(names))]
-        return [Phase(0, frozenset()), Phase(unfreeze_at_epoch, frozenset(names))]
-    if strategy == "top_k":  # the k stages nearest the head, after `unfreeze_at_epoch` head-only epochs
-        if not 0 <= top_k <= len(names):
-            raise FtlabError(
-                f"finetune.top_k={top_k} must be between 0 and the backbone's {len(names)} trainable stages "
-                f"({', '.join(names)})."
-            )
-        top = frozenset(names[len(names) - top_k :] if top_k else [])
-        if not unfreeze_at_epoch or unfreeze_at_epoch <= 0:
-            return [Phase(0, top)]
-        return [Phase(0, frozenset()), Phase(unfreeze_at_epoch, top)]
-    if strategy == "gradual":
-        lowest = names.index(min_stage) if min_stage else 0
-        if min_stage and min_stage not in names:
-            raise FtlabError(
-                f"finetune.min_stage={min_stage!r} is not a stage.{did_you_mean(min_stage, names)}"
-            )
-        steps = len(names) - lowest
-        epochs = list(milestones) if milestones else [every * (k + 1) for k in range(steps)]
-        if len(epochs) < steps:
-            steps = len(epochs)
-        out = [Phase(0, frozenset())]
-        for k in range(1, steps + 1):
-            out.append(Phase(int(epochs[k - 1]), frozenset(names[len(names) - k :])))
-        return out
-    if strategy == "custom":
-        if not phases:
-            raise FtlabError(
-                "finetune.strategy=custom needs finetune.phases: a list of {at_epoch, trainable, lr_mult}."
-            )
-        out = [
-            Phase(
-                int(p["at_epoch"]),
-                resolve_trainable(p.get("trainable", []), names),
-                float(p.get("lr_mult", 1.0)),
-            )
-            for p in phases
-        ]
-        out.sort(key=lambda p: p.at_epoch)
-        if out[0].at_epoch != 0:
-            out.insert(0, Phase(0, frozenset()))
-        return out
-    raise FtlabError(
-        f"finetune.strategy={strategy!r} is unknown.{did_you_mean(strategy, STRATEGIES)} "
-        f"Choose one of {', '.join(STRATEGIES)}."
-    )
 
 
 class Schedule:

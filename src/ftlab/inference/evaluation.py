@@ -9,13 +9,13 @@ probabilities the checkpoint gives, i.e. after its temperature when it has one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from torchmetrics.classification import (
@@ -26,7 +26,9 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from ftlab.config.check import group_settings, run_config_values
 from ftlab.data import build_datamodule, build_source
+from ftlab.data.settings import DataSettings
 from ftlab.errors import FtlabError
 from ftlab.inference.calibration import ECE_BINS, Calibration, fit_temperature, store_temperature
 from ftlab.inference.checkpoint import TrainedModel, class_mismatch, read_record
@@ -170,40 +172,40 @@ class Report:
         return table
 
 
-def data_config(cfg: DictConfig, ckpt_path: str, seed: int | None) -> tuple[DictConfig, int, str]:
-    """The `data` config to evaluate on, the split seed, and where both came from.
+def data_settings(options: Any) -> tuple[DataSettings, int, str]:
+    """The data settings to evaluate on, the split seed, and where both came from.
 
     `data=...` on the command line wins; otherwise the training run's own config (`<run>/.hydra/config.yaml`
     next to `<run>/checkpoints/`), so the validation split is the one training reported on.
     """
-    if cfg.get("data"):
-        return cfg.data, DEFAULT_SEED if seed is None else seed, "command line"
-    run_config = Path(ckpt_path).expanduser().resolve().parent.parent / ".hydra" / "config.yaml"
+    seed = options.seed
+    if options.data is not None:
+        return options.data, DEFAULT_SEED if seed is None else seed, "command line"
+    run_config = Path(options.ckpt_path).expanduser().resolve().parent.parent / ".hydra" / "config.yaml"
     if not run_config.is_file():
         raise FtlabError(
             "No data to evaluate on: give data=<source> (e.g. data=imagefolder data.root=<folder> "
             f"split=all), or keep the checkpoint in its training run folder, where {run_config} names it."
         )
-    run_cfg = OmegaConf.load(run_config)
-    if not isinstance(run_cfg, DictConfig) or "data" not in run_cfg:
+    saved = run_config_values(run_config, "data", "seed")
+    if not isinstance(saved.get("data"), dict):
         raise FtlabError(f"{run_config} has no `data` section: give data=<source> on the command line.")
-    data = OmegaConf.create(OmegaConf.to_container(run_cfg.data, resolve=True))
-    assert isinstance(data, DictConfig)
-    run_seed = int(run_cfg.get("seed", DEFAULT_SEED))
+    data = group_settings("data", saved["data"], "source")
+    run_seed = int(saved.get("seed", DEFAULT_SEED))
     return data, run_seed if seed is None else seed, str(run_config)
 
 
 def evaluation_logits(
-    options: Any, data_cfg: DictConfig, seed: int, split: str
+    options: Any, data: DataSettings, seed: int, split: str
 ) -> tuple[TrainedModel, torch.Tensor, torch.Tensor, int]:
     """The checkpoint's logits and the true classes (checkpoint order) on `split`, and the image count."""
     record = read_record(options.ckpt_path)
-    source = build_source(data_cfg, seed)
+    source = build_source(data, seed)
     problem = class_mismatch(list(record["class_names"]), list(source.classes), options.ckpt_path)
     if problem:
         raise FtlabError(problem)
     model = TrainedModel.load(options.ckpt_path, options.device)
-    datamodule = build_datamodule(data_cfg, source, model.preprocessing)
+    datamodule = build_datamodule(data, source, model.preprocessing)
     datamodule.setup("validate")
     assert datamodule.train_set is not None and datamodule.val_set is not None
     dataset: Dataset = datamodule.val_set
@@ -230,13 +232,13 @@ def fit_and_store(ckpt_path: str, logits: torch.Tensor, target: torch.Tensor) ->
     return {"temperature": temperature, "val_nll_before": before, "val_nll_after": after}
 
 
-def calibrate(ckpt_path: str, data_cfg: DictConfig, seed: int, device: str = "auto") -> dict[str, float]:
+def calibrate(ckpt_path: str, data: DataSettings, seed: int, device: str = "auto") -> dict[str, float]:
     """Fit temperature scaling on the validation split and store it in the checkpoint (training's hook).
 
     Logits are taken without any stored temperature, so calibrating again refits from scratch.
     """
     options = _Options(ckpt_path=ckpt_path, device=device)
-    _, logits, target, _ = evaluation_logits(options, data_cfg, seed, "val")
+    _, logits, target, _ = evaluation_logits(options, data, seed, "val")
     return fit_and_store(ckpt_path, logits, target)
 
 
@@ -246,30 +248,30 @@ class _Options:
     device: str = "auto"
 
 
-def evaluate(options: Any, cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
-    """Evaluate `options.ckpt_path` on `cfg.data` or the run's own data; the report and what was used.
+def evaluate(options: Any) -> tuple[Report, dict[str, Any]]:
+    """Evaluate `options.ckpt_path` on `options.data` or the run's own data; the report and what was used.
 
     With `options.calibrate`, temperature scaling is first fitted on the validation split and stored.
     """
     if options.split not in SPLITS:
         raise FtlabError(f"split={options.split!r}: use one of {', '.join(SPLITS)}.")
     read_record(options.ckpt_path)
-    data_cfg, seed, data_from = data_config(cfg, options.ckpt_path, options.seed)
+    data, seed, data_from = data_settings(options)
     about: dict[str, Any] = {}
-    model, logits, target, count = evaluation_logits(options, data_cfg, seed, options.split)
+    model, logits, target, count = evaluation_logits(options, data, seed, options.split)
     temperature = model.temperature
     if getattr(options, "calibrate", False):
         val = (
             (logits, target)
             if options.split == "val"
-            else evaluation_logits(options, data_cfg, seed, "val")[1:3]
+            else evaluation_logits(options, data, seed, "val")[1:3]
         )
         about["calibration_fit"] = fit_and_store(options.ckpt_path, *val)
         temperature = about["calibration_fit"]["temperature"]
     report = Report.from_logits(model.class_names, logits, target, temperature)
     about = {
         "ckpt_path": str(options.ckpt_path),
-        "data": OmegaConf.to_container(data_cfg, resolve=True),
+        "data": dataclasses.asdict(data),
         "data_config_from": data_from,
         "split": options.split,
         "seed": seed,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from ftlab.config.registry import register
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.errors import FtlabError, did_you_mean
 from ftlab.models import registry
@@ -21,6 +22,20 @@ from ftlab.models import registry
 HEAD_PATHS = ("fc", "classifier", "heads.head", "head")
 # Families whose auxiliary training heads ftlab drops: they would need their own classes and loss.
 AUX_LOGIT_MODELS = ("googlenet", "inception_v3")
+
+
+@register("model", "settings")
+@dataclass
+class ModelSettings:
+    """`model=<name>`: which backbone, with which weights."""
+
+    backbone: str = "???"  # any name from ftlab.models.list_models() (torchvision classifiers, efficientnet_lite0)
+    weights: str | None = "DEFAULT"  # weights enum member, null (random init) or a path to a state dict
+    bn_momentum: float | None = None  # momentum of every BatchNorm layer, e.g. 0.1; null = what the weights had
+
+    def __post_init__(self) -> None:
+        if self.bn_momentum is not None and not 0.0 <= self.bn_momentum <= 1.0:
+            raise FtlabError(f"model.bn_momentum={self.bn_momentum} must be between 0 and 1, or null.")
 
 
 @dataclass

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
+from ftlab.config.registry import register
 from ftlab.errors import FtlabError
+
+
+@register("loss", "settings")
+@dataclass
+class LossSettings:
+    """`loss`: cross-entropy options (timm/fastai recipes); both off by default."""
+
+    label_smoothing: float = 0.0  # share of each target spread evenly over all classes (e.g. 0.1)
+    class_weights: Any = None  # null = unweighted | auto = inverse class frequency of the train split | [w0, ...]
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise FtlabError(f"loss.label_smoothing={self.label_smoothing} must be in [0, 1) (e.g. 0.1).")
+        weights = self.class_weights
+        if isinstance(weights, Sequence) and not isinstance(weights, str):
+            self.class_weights = [float(w) for w in weights]
+        elif weights not in (None, "auto"):
+            raise FtlabError(
+                f"loss.class_weights={weights!r}: give null, auto or a list of one weight per class."
+            )
 
 
 def loss_weights(

@@ -3,21 +3,25 @@ optimizer groups per stage so a fine-tuning schedule can unfreeze without rebuil
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import lightning as L
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ftlab.config.registry import register
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.preprocessing import Preprocessing
-from ftlab.finetune.param_groups import HEAD, build_param_groups, stage_lr_multipliers
+from ftlab.errors import FtlabError
+from ftlab.finetune.param_groups import HEAD, ParamGroupsSettings, build_param_groups, stage_lr_multipliers
 from ftlab.models.backbones import build
-from ftlab.models.loss import dominant_label, loss_weights
+from ftlab.models.loss import LossSettings, dominant_label, loss_weights
 from ftlab.models.stages import Stages, run_stages, split
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -25,10 +29,51 @@ SchedulerFactory = Callable[..., Any]
 Batch = tuple[torch.Tensor, torch.Tensor] | FeatureBatch
 
 
+@register("runtime", "settings")
+@dataclass
+class RuntimeSettings:
+    """`runtime`: how the network runs (ftlab's options, not Lightning Trainer arguments)."""
+
+    compile: Any = False  # torch.compile the network: false | true | {backend: inductor, mode: max-autotune}
+    channels_last: bool = False  # NHWC memory format for the network and batches (faster on most hardware)
+
+    def __post_init__(self) -> None:
+        self.compile_options()
+
+    def compile_options(self) -> dict[str, Any] | None:
+        """Keyword arguments of `Classifier.compile_stages` from `compile`; None when off."""
+        value = self.compile
+        if value is False or value is None:
+            return None
+        if value is True:
+            return {}
+        if isinstance(value, dict) and set(value) <= {"backend", "mode"}:
+            return dict(value)
+        raise FtlabError(
+            f"runtime.compile={value!r}: give false, true or {{backend: <torch.compile backend>, mode: <mode>}},"
+            " e.g. runtime.compile=true or runtime.compile='{backend: inductor, mode: max-autotune}'."
+        )
+
+
 class LrPolicy(Protocol):
     """What the module asks a fine-tuning schedule (`ftlab.finetune.phases.Schedule`) at every step."""
 
     def lr_factor(self, stage: str, epoch: int, progress: float) -> float: ...
+
+
+S = TypeVar("S")
+
+
+def _settings(cls: type[S], given: S | Mapping[str, Any] | None, flat: dict[str, Any]) -> S:
+    """`given` as the settings `cls` (a checkpoint stores it as a dict); checkpoints written before the typed
+    settings stored these keys flat, so they are taken (and removed) from `flat`."""
+    if isinstance(given, cls):
+        return given
+    values = dict(given or {})
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in flat:
+            values[f.name] = flat.pop(f.name)
+    return cls(**values)
 
 
 def batches_per_epoch(trainer: L.Trainer) -> float:
@@ -56,19 +101,33 @@ class Classifier(L.LightningModule):
         class_names: list[str],
         weights: str | None = "DEFAULT",
         image_size: int | None = None,
-        backbone_lr_mult: float = 0.1,
-        lr_decay: float = 1.0,
-        no_decay_norm_bias: bool = True,
+        param_groups: ParamGroupsSettings | Mapping[str, Any] | None = None,
+        loss: LossSettings | Mapping[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str | None = None,
         channels_last: bool = False,
-        label_smoothing: float = 0.0,
-        class_weights: str | list[float] | None = None,
+        **flat: Any,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        groups, loss = _settings(ParamGroupsSettings, param_groups, flat), _settings(LossSettings, loss, flat)
+        if flat:
+            raise TypeError(f"Classifier got unexpected keyword arguments: {', '.join(flat)}")
+        self.save_hyperparameters(
+            {
+                "backbone": backbone,
+                "class_names": list(class_names),
+                "weights": weights,
+                "image_size": image_size,
+                "param_groups": dataclasses.asdict(groups),
+                "loss": dataclasses.asdict(loss),
+                "scheduler_interval": scheduler_interval,
+                "scheduler_monitor": scheduler_monitor,
+                "channels_last": channels_last,
+            }
+        )
+        self.param_group_settings, self.loss_settings = groups, loss
         built = build(backbone, weights, len(class_names))
         self.net = built.model
         self.head_name = built.head_name
@@ -80,9 +139,9 @@ class Classifier(L.LightningModule):
         object.__setattr__(self, "_head", head)
         self.lr_policy: LrPolicy | None = None  # set by `follow`; None: the optimizer's LRs as they are
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)  # recipes: loss.* options
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=loss.label_smoothing)  # recipes: loss.* options
         self.criterion.register_buffer(
-            "weight", loss_weights(class_weights, None, len(class_names)), persistent=False
+            "weight", loss_weights(loss.class_weights, None, len(class_names)), persistent=False
         )
         num_classes = len(class_names)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -142,7 +201,7 @@ class Classifier(L.LightningModule):
         return loss
 
     def setup(self, stage: str) -> None:
-        if self.hparams.get("class_weights") == "auto" and self.trainer is not None:  # from the train split
+        if self.loss_settings.class_weights == "auto" and self.trainer is not None:  # from the train split
             labels = self.trainer.datamodule.raw_labels("train")  # type: ignore[attr-defined]
             weights = loss_weights("auto", labels, len(self.class_names))
             self.criterion.weight = None if weights is None else weights.to(self.device)
@@ -156,9 +215,10 @@ class Classifier(L.LightningModule):
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """One group per stage (plus a no-decay twin) with the per-stage LR policy, all from the start."""
         names = self.trainable_stage_names
-        mults = stage_lr_multipliers(names, self.hparams["lr_decay"], self.hparams["backbone_lr_mult"])
+        policy = self.param_group_settings
+        mults = stage_lr_multipliers(names, policy.lr_decay, policy.backbone_lr_mult)
         parts = {name: self.stages[name] for name in names} | {HEAD: self.head}
-        return build_param_groups(parts, lr, mults, weight_decay, self.hparams["no_decay_norm_bias"])
+        return build_param_groups(parts, lr, mults, weight_decay, policy.no_decay_norm_bias)
 
     def configure_optimizers(self) -> Any:
         factory = self.optimizer_factory or torch.optim.AdamW

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
 
 from ftlab.config.overrides import parse_overrides
 from ftlab.errors import FtlabError
@@ -136,7 +136,7 @@ def _csv_curves(path: Path, started: Path) -> tuple[dict[str, dict[int, float]],
 
 def read_run(path: Path, root: Path) -> Run:
     """A run's overrides and metrics: TensorBoard event files first, the CSV log as the fallback."""
-    overrides = parse_overrides(list(OmegaConf.load(path / ".hydra" / "overrides.yaml") or []))
+    overrides = parse_overrides(list(yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []))
     name = str(path.relative_to(root)) if path != root else path.name
     run = Run(path=path, name=name, overrides=overrides)
     curves: dict[str, dict[int, float]] = {}

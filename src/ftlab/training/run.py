@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import typing
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,28 +13,23 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 
-from ftlab.callbacks.schedule import FinetuneSchedule
+from ftlab.callbacks.schedule import FinetuneSchedule as ScheduleCallback
 from ftlab.callbacks.summary import EpochSummary
-from ftlab.config.schemas import (
-    FinetuneSchema,
-    RuntimeSchema,
-    SchedulerSchema,
-    check_moved,
-    checked,
-)
-from ftlab.config.types import check_types
-from ftlab.data import build_datamodule, build_source
+from ftlab.data import build_datamodule
 from ftlab.errors import FtlabError, verbose_enabled
 from ftlab.features import attach_feature_cache
-from ftlab.finetune.phases import build_phases, resolve_bn
+from ftlab.finetune.phases import resolve_bn
+from ftlab.finetune.strategies import FinetuneSettings
 from ftlab.inference.checkpoint import require_same_classes
 from ftlab.models.backbones import set_bn_momentum
 from ftlab.models.module import Classifier
-from ftlab.training import preflight, recipes
-from ftlab.training.precision import check_precision, resolve_precision
+from ftlab.training import preflight as assets
+from ftlab.training import recipes
+from ftlab.training.precision import resolve_precision
+from ftlab.training.settings import TrainSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -77,118 +70,45 @@ def known_noise_filtered() -> Iterator[None]:
             rank_zero_log.removeFilter(tips)
 
 
-def _instantiate_all(node: DictConfig | None) -> list[Any]:
-    """Instantiate every `_target_` entry of a config group such as `callbacks` or `logger`."""
-    if not node:
-        return []
-    return [instantiate(entry) for entry in node.values() if entry and "_target_" in entry]
+def _instantiate_all(nodes: dict[str, Any] | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a group such as `callbacks` or `logger`."""
+    return [
+        instantiate(entry, _convert_="all") for entry in (nodes or {}).values() if entry and "_target_" in entry
+    ]
 
 
-def _optional(node: DictConfig | None) -> Any:
-    return instantiate(node) if node and "_target_" in node else None
-
-
-SCHEDULER_INTERVALS = ("epoch", "step")
-
-
-def _numeric_trainer_hints() -> dict[str, Any]:
-    """Trainer arguments annotated with plain int/float/bool (optional): the ones a typo can break."""
-    plain = {int, float, bool, type(None)}
-    hints = typing.get_type_hints(L.Trainer.__init__)
-    return {k: h for k, h in hints.items() if k != "return" and set(typing.get_args(h) or (h,)) <= plain}
-
-
-def trainer_options(node: DictConfig) -> dict[str, Any]:
-    """The Trainer's arguments from the `trainer` node, numbers type-checked (old ftlab keys: "moved to")."""
-    container = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(container, dict)
-    trainer_cfg = {str(k): v for k, v in container.items()}
-    check_moved(f"trainer.{k}" for k in trainer_cfg)
-    check_types(trainer_cfg, _numeric_trainer_hints(), prefix="trainer")
-    return trainer_cfg
-
-
-def compile_options(runtime: RuntimeSchema) -> dict[str, Any] | None:
-    """Keyword arguments of `Classifier.compile_stages` from `runtime.compile`; None when off."""
-    value = runtime.compile
-    if value is False or value is None:
-        return None
-    if value is True:
-        return {}
-    if isinstance(value, dict) and set(value) <= {"backend", "mode"}:
-        return dict(value)
-    raise FtlabError(
-        f"runtime.compile={value!r}: give false, true or {{backend: <torch.compile backend>, mode: <mode>}}, "
-        "e.g. runtime.compile=true or runtime.compile='{backend: inductor, mode: max-autotune}'."
-    )
-
-
-def scheduler_settings(cfg: DictConfig) -> SchedulerSchema:
-    """The checked `scheduler` node: its torch factory config plus Lightning's stepping options."""
-    scheduler = checked(cfg, "scheduler")
-    if scheduler.interval not in SCHEDULER_INTERVALS:
-        raise FtlabError(
-            f"scheduler.interval={scheduler.interval!r}: Lightning steps a scheduler once per `epoch` or "
-            "every optimizer `step`; give one of those."
-        )
-    factory = scheduler.factory
-    if factory is not None and not (isinstance(factory, dict) and "_target_" in factory):
-        raise FtlabError(
-            f"scheduler.factory={factory!r}: give a Hydra node with `_target_` (a torch LR scheduler, "
-            "`_partial_: true`) or null for a constant LR (scheduler=none)."
-        )
-    return scheduler
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Every ftlab-read group checked at once, before data or weights load: one clear error when wrong."""
-    for group in ("model", "finetune", "param_groups", "features", "loss", "ema", "early_stopping"):
-        checked(cfg, group)
-    scheduler_settings(cfg)
-    compile_options(checked(cfg, "runtime"))
-    check_precision(trainer_options(cfg.trainer).get("precision"))
-
-
-def build_module(cfg: DictConfig, class_names: list[str]) -> Classifier:
-    """The Classifier the config describes (model, LR policy, optimizer, scheduler, runtime options)."""
-    model_cfg, groups = checked(cfg, "model"), checked(cfg, "param_groups")
-    scheduler, runtime = scheduler_settings(cfg), checked(cfg, "runtime")
+def build_module(settings: TrainSettings, class_names: list[str]) -> Classifier:
+    """The Classifier the settings describe (model, LR policy, optimizer, scheduler, loss, runtime)."""
+    optimizer, factory = settings.optimizer, settings.scheduler.factory
     module = Classifier(
-        backbone=model_cfg.backbone,
+        backbone=settings.model.backbone,
         class_names=class_names,
-        weights=model_cfg.weights,
-        image_size=cfg.data.get("image_size"),
-        backbone_lr_mult=groups.backbone_lr_mult,
-        lr_decay=groups.lr_decay,
-        no_decay_norm_bias=groups.no_decay_norm_bias,
-        optimizer=_optional(cfg.get("optimizer")),
-        scheduler=instantiate(scheduler.factory) if scheduler.factory is not None else None,
-        scheduler_interval=scheduler.interval,
-        scheduler_monitor=scheduler.monitor,
-        channels_last=runtime.channels_last,
-        **recipes.loss_options(cfg),
+        weights=settings.model.weights,
+        image_size=settings.data.image_size,
+        param_groups=settings.param_groups,
+        loss=settings.loss,
+        scheduler_interval=settings.scheduler.interval,
+        scheduler_monitor=settings.scheduler.monitor,
+        channels_last=settings.runtime.channels_last,
+        optimizer=instantiate(optimizer) if optimizer and "_target_" in optimizer else None,
+        scheduler=instantiate(factory) if factory is not None else None,
     )
-    if model_cfg.bn_momentum is not None:
-        set_bn_momentum(module.net, model_cfg.bn_momentum)
+    if settings.model.bn_momentum is not None:
+        set_bn_momentum(module.net, settings.model.bn_momentum)
     return module
 
 
 def build_schedule(
-    finetune: FinetuneSchema, stage_names: list[str], pretrained: bool = False
-) -> FinetuneSchedule:
-    """The schedule callback from the checked `finetune` config (its strategy's own keys) and the stages;
-    `pretrained` resolves `finetune.bn=auto` (logged)."""
-    options = dataclasses.asdict(finetune)
-    strategy = options.pop("strategy")
-    bn, why = resolve_bn(options.pop("bn"), pretrained)
+    finetune: FinetuneSettings, stage_names: list[str], pretrained: bool = False
+) -> ScheduleCallback:
+    """The schedule callback from the strategy's settings and the stages; `pretrained` resolves
+    `finetune.bn=auto` (logged)."""
+    bn, why = resolve_bn(finetune.bn, pretrained)
     log.info("BatchNorm policy: %s (%s)", bn, why)
-    warmup_epochs = options.pop("warmup_epochs", 0.0)
-    options.pop("lr_find", None)  # recipes: read by training/recipes.py, not a phase option
-    phases = build_phases(strategy, stage_names, **options)
-    return FinetuneSchedule(phases, bn=bn, warmup_epochs=warmup_epochs)
+    return ScheduleCallback(finetune.to_phases(stage_names), bn=bn, warmup_epochs=finetune.warmup)
 
 
-def warn_unreached_phases(schedule: FinetuneSchedule, max_epochs: int | None) -> None:
+def warn_unreached_phases(schedule: ScheduleCallback, max_epochs: int | None) -> None:
     """Log a warning for each phase that starts at or after `trainer.max_epochs`: its stages never train."""
     for phase in schedule.unreached(max_epochs):
         log.warning(
@@ -201,19 +121,16 @@ def warn_unreached_phases(schedule: FinetuneSchedule, max_epochs: int | None) ->
         )
 
 
-def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+def resolve_ckpt_path(settings: TrainSettings) -> str | None:
     """`ckpt_path=<file>` as given; `resume=last`: the newest `last.ckpt` among this task's earlier runs."""
-    if cfg.get("ckpt_path"):
-        path = Path(str(cfg.ckpt_path)).expanduser()
+    if settings.ckpt_path:
+        path = Path(settings.ckpt_path).expanduser()
         if not path.is_file():
             raise FtlabError(f"ckpt_path={str(path)!r}: no such checkpoint file.")
         return str(path)
-    resume = cfg.get("resume")
-    if not resume:
+    if not settings.resume:
         return None
-    if resume != "last":
-        raise FtlabError(f"resume={resume!r}: the only value is `last` (or give ckpt_path=<file>).")
-    task_dir = Path(str(cfg.paths.log_dir)) / str(cfg.task_name)
+    task_dir = Path(settings.paths.log_dir) / settings.task_name
     candidates = sorted(task_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise FtlabError(f"resume=last: no checkpoints/last.ckpt under {task_dir}; nothing to resume.")
@@ -221,35 +138,42 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """Run one fine-tuning job from a composed config; return its final metrics and the objects used."""
-    model_cfg, finetune_cfg = checked(cfg, "model"), checked(cfg, "finetune")
-    check_config(cfg)
-    ckpt_path = resolve_ckpt_path(cfg)
-    source = build_source(cfg.data, cfg.seed)
+    """Run one fine-tuning job from a composed config; return its final metrics and the objects used.
+
+    The config is checked once (`load_settings`) before any data or weights load; everything below
+    receives its own typed section.
+    """
+    return run(load_settings(cfg))
+
+
+def run(settings: TrainSettings) -> tuple[dict[str, float], dict[str, Any]]:
+    """Run one fine-tuning job from checked settings; return its final metrics and the objects used."""
+    ckpt_path = resolve_ckpt_path(settings)
+    source = settings.data.build_source(settings.seed)
     if ckpt_path:
         require_same_classes(ckpt_path, source.classes)
-    preflight.check(source, model_cfg.backbone, model_cfg.weights)
-    L.seed_everything(cfg.seed, workers=True)
+    model = settings.model
+    assets.check(source, model.backbone, model.weights)
+    L.seed_everything(settings.seed, workers=True)
 
-    module = build_module(cfg, source.classes)
-    schedule = build_schedule(finetune_cfg, module.trainable_stage_names, model_cfg.weights is not None)
-    warn_unreached_phases(schedule, cfg.trainer.get("max_epochs"))
-    datamodule = build_datamodule(cfg.data, source, module.preprocessing, seed=cfg.seed)
-    cache = attach_feature_cache(
-        module, schedule, datamodule, checked(cfg, "features"), str(cfg.paths.data_dir)
-    )
-    trainer_cfg, compile_cfg = trainer_options(cfg.trainer), compile_options(checked(cfg, "runtime"))
+    module = build_module(settings, source.classes)
+    schedule = build_schedule(settings.finetune, module.trainable_stage_names, model.weights is not None)
+    trainer_cfg = settings.trainer_options
+    warn_unreached_phases(schedule, trainer_cfg.get("max_epochs"))
+    datamodule = build_datamodule(settings.data, source, module.preprocessing, seed=settings.seed)
+    cache = attach_feature_cache(module, schedule, datamodule, settings.features, settings.paths.data_dir)
     trainer_cfg.update(cache.trainer_options)  # loaders follow the planned cache segments
     precision, why = resolve_precision(trainer_cfg.get("precision"), trainer_cfg.get("accelerator"))
     trainer_cfg["precision"] = precision  # `auto` becomes a Lightning value
     if why is not None:
         log.info("Precision: %s (%s)", precision, why)
+    compile_cfg = settings.runtime.compile_options()
     if compile_cfg is not None:
         module.compile_stages(**compile_cfg)
     summary = EpochSummary()
-    callbacks = _instantiate_all(cfg.get("callbacks")) + [schedule, summary]
-    callbacks += recipes.recipe_callbacks(cfg, schedule)  # early stopping, EMA
-    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(settings.callbacks) + [schedule, summary]
+    callbacks += recipes.recipe_callbacks(settings, schedule)  # early stopping, LR finder, EMA
+    loggers = _instantiate_all(settings.logger)
     with known_noise_filtered():
         trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -258,17 +182,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics["best/val_acc"] = float(checkpoint.best_model_score)
-    log_dir = trainer.log_dir or cfg.paths.output_dir  # a collective under DDP: every rank asks
+    output_dir = settings.paths.output_dir
+    log_dir = trainer.log_dir or output_dir  # a collective under DDP: every rank asks
     if trainer.is_global_zero:
         console = Console()
-        console.print(f"logs: {log_dir}  (tensorboard --logdir {cfg.paths.output_dir})")
+        console.print(f"logs: {log_dir}  (tensorboard --logdir {output_dir})")
         if checkpoint is not None and checkpoint.best_model_path:
             best = metrics.get("best/val_acc", float("nan"))
             console.print(f"best checkpoint: {checkpoint.best_model_path}  (val/acc {best:.4f})")
-        if cfg.get("calibrate") and checkpoint is not None and checkpoint.best_model_path:
+        if settings.calibrate and checkpoint is not None and checkpoint.best_model_path:
             from ftlab.inference.evaluation import calibrate  # temperature scaling on the val split
 
-            fit = calibrate(checkpoint.best_model_path, cfg.data, cfg.seed, "auto")
+            fit = calibrate(checkpoint.best_model_path, settings.data, settings.seed, "auto")
             console.print(
                 f"calibrated: temperature {fit['temperature']:.4f} "
                 f"(val NLL {fit['val_nll_before']:.4f} -> {fit['val_nll_after']:.4f})"

@@ -29,11 +29,11 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 class Cifar10Source:
     """A subset of CIFAR-10's classes; train from the training batches, val from the test batch."""
 
-    root: str
-    classes: list[str] = field(default_factory=lambda: list(CIFAR10_CLASSES))
-    train_size: int | None = 1000
-    val_size: int | None = 600
-    download: bool = True
+    root: str  # folder holding cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)
+    classes: list[str] = field(default_factory=lambda: list(CIFAR10_CLASSES))  # subset, in label order
+    train_size: int | None = 1000  # stratified, seeded sample of the training batches (null = all)
+    val_size: int | None = 600  # stratified, seeded sample of the test batch (null = all)
+    download: bool = True  # fetch the archive when missing and the network allows
     seed: int = 0
     fixed_size: bool = field(default=True, init=False)
 

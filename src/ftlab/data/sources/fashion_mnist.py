@@ -80,12 +80,12 @@ class FashionMnistSource:
     them to the model's size.
     """
 
-    root: str
-    classes: list[str] = field(default_factory=lambda: list(FASHION_MNIST_CLASSES))
-    train_size: int | None = 1000
-    val_size: int | None = 600
-    download: bool = True
-    system_dir: str = DEBIAN_DIR
+    root: str  # the packaged files are decompressed into <root>/FashionMNIST/raw/
+    classes: list[str] = field(default_factory=lambda: list(FASHION_MNIST_CLASSES))  # subset, in label order
+    train_size: int | None = 1000  # stratified, seeded sample of the 60,000 training images (null = all)
+    val_size: int | None = 600  # stratified, seeded sample of the 10,000 test images (null = all)
+    download: bool = True  # without the Debian files, download with torchvision when the network allows
+    system_dir: str = DEBIAN_DIR  # where the Debian package puts its .gz files
     seed: int = 0
     fixed_size: bool = field(default=True, init=False)
 

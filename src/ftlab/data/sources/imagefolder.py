@@ -65,13 +65,13 @@ class ImageFolderSource:
     `skip_bad_images`, is left out and listed in the log (`skipped` keeps the list).
     """
 
-    root: str
-    val_root: str | None = None
-    val_fraction: float = 0.2
-    train_size: int | None = None
-    val_size: int | None = None
+    root: str  # folder with one sub-folder per class (required)
+    val_root: str | None = None  # separate validation folder of the same layout; null = split root
+    val_fraction: float = 0.2  # share of root held out for validation (stratified, seeded) without val_root
+    train_size: int | None = None  # optional stratified cap on training images
+    val_size: int | None = None  # optional stratified cap on validation images
     seed: int = 0
-    skip_bad_images: bool = False
+    skip_bad_images: bool = False  # unreadable/corrupt images: false = stop before training naming them; true = skip and log them
     fixed_size: bool = field(default=False, init=False)
     skipped: list[tuple[str, str]] = field(default_factory=list, init=False)
 

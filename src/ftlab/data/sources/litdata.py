@@ -219,11 +219,11 @@ class LitdataSource:
     chunks holding the chosen items are ever read.
     """
 
-    root: str
-    classes: list[str] | None = None
-    train_size: int | None = None
-    val_size: int | None = None
-    cache_dir: str | None = None
+    root: str  # chunk folder (train/, val/, ftlab.json) or its object-storage URL, e.g. s3://bucket/set
+    classes: list[str] | None = None  # subset of the stored classes, in label order (null = all)
+    train_size: int | None = None  # optional stratified, seeded sample of the stored training items
+    val_size: int | None = None  # optional stratified, seeded sample of the stored validation items
+    cache_dir: str | None = None  # where chunks from object storage are cached (null = litdata's default)
     seed: int = 0
     fixed_size: bool = field(default=False, init=False)
 

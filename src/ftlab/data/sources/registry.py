@@ -1,7 +1,9 @@
-"""The data sources by name (`data.source=<name>`)."""
+"""The data sources by name (`data=<name>`): one entry per source, which also registers its settings type
+(`ftlab.data.settings.source_settings`), so `conf/data/<name>.yaml` can extend it."""
 
 from __future__ import annotations
 
+from ftlab.data.settings import DataSettings, source_settings
 from ftlab.data.sources.cifar10 import Cifar10Source
 from ftlab.data.sources.fashion_mnist import FashionMnistSource
 from ftlab.data.sources.imagefolder import ImageFolderSource
@@ -15,3 +17,5 @@ SOURCES: dict[str, type] = {
     "fashion_mnist": FashionMnistSource,
     "litdata": LitdataSource,
 }
+
+SETTINGS: dict[str, type[DataSettings]] = {name: source_settings(name, cls) for name, cls in SOURCES.items()}

@@ -14,13 +14,13 @@ from ftlab.data.sources.base import Asset
 class SyntheticSource:
     """Generated, learnable images: each class has its own colour and stripe orientation, plus noise."""
 
-    num_classes: int = 3
-    train_size: int = 96
-    val_size: int = 48
-    size: int = 32
-    noise: float = 0.25
+    num_classes: int = 3  # number of generated classes (class_0, class_1, ...)
+    train_size: int = 96  # generated training images
+    val_size: int = 48  # generated validation images
+    size: int = 32  # stored side of the generated images
+    noise: float = 0.25  # Gaussian noise level (0 = trivially separable)
     seed: int = 0
-    classes: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # class names; empty = class_0, class_1, ...
     fixed_size: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
