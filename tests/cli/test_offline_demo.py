@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from ftlab.training.settings import load_settings
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ftlab.config.schemas import checked
 from ftlab.errors import FtlabError
 from ftlab.runs import report
 from tests.data.sources.test_fashion_mnist import PACKAGED, write_fake_package
@@ -39,12 +39,13 @@ def _isolated(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
 
 
 def test_demo_is_the_documented_experiment(compose_cfg):
-    cfg = compose_cfg(["+experiment=offline_demo"])
-    model, finetune = checked(cfg, "model"), checked(cfg, "finetune")
-    assert cfg.data.source == "fashion_mnist" and list(cfg.data.classes) == CONFUSABLE
-    assert (cfg.data.train_size, cfg.data.val_size) == (1000, 600)
+    settings = load_settings(compose_cfg(["+experiment=offline_demo"]))
+    model, finetune, data = settings.model, settings.finetune, settings.data
+    assert data.source == "fashion_mnist" and data.classes == CONFUSABLE  # type: ignore[attr-defined]
+    assert (data.train_size, data.val_size) == (1000, 600)  # type: ignore[attr-defined]
     assert (model.backbone, model.weights) == ("efficientnet_lite0", "IMAGENET1K_V1")
-    assert finetune.strategy == "freeze_unfreeze" and 0 < finetune.unfreeze_at_epoch < cfg.trainer.max_epochs
+    assert finetune.strategy == "freeze_unfreeze"
+    assert 0 < finetune.unfreeze_at_epoch < settings.trainer["max_epochs"]  # type: ignore[attr-defined]
 
 
 def test_pretrained_vs_scratch_changes_only_the_weights(compose_cfg):

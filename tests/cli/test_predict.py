@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ftlab.config.check import check_command_line, command_options
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
@@ -15,7 +16,6 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from ftlab.cli.predict import PredictOptions, collect_images
-from ftlab.config.schemas import checked_options
 from ftlab.errors import FtlabError
 from ftlab.inference.checkpoint import TrainedModel
 from ftlab.models.module import Classifier
@@ -125,19 +125,19 @@ def _compose_predict(overrides: list[str]) -> DictConfig:
 
 def test_predict_options_and_inputs_are_checked(tmp_path):
     cfg = _compose_predict(["ckpt_path=x.ckpt", "inputs=[a.png]"])
-    options = checked_options(cfg, PredictOptions, "predict")
+    options = command_options(cfg, PredictOptions, "predict")
     assert (options.top_k, options.format, options.device, options.inputs) == (
         None,
         "text",
         "auto",
         ["a.png"],
     )
-    with pytest.raises(FtlabError, match="Invalid value for top_k"):
-        checked_options(
-            _compose_predict(["ckpt_path=x", "inputs=[a]", "top_k=abc"]), PredictOptions, "predict"
-        )
-    with pytest.raises(FtlabError, match=r"ckpt_path is required"):
-        checked_options(_compose_predict(["inputs=[a.png]"]), PredictOptions, "predict")
+    with pytest.raises(FtlabError, match=r"top_k='abc' has the wrong type: expected int or null"):
+        check_command_line("predict", ["ckpt_path=x", "inputs=[a]", "top_k=abc"])
+    with pytest.raises(FtlabError, match=r"Unknown key topk. Did you mean: top_k"):
+        check_command_line("predict", ["ckpt_path=x", "inputs=[a]", "topk=2"])
+    with pytest.raises(FtlabError, match=r"ckpt_path is required: python -m ftlab.predict ckpt_path=<value>"):
+        command_options(_compose_predict(["inputs=[a.png]"]), PredictOptions, "predict")
     GlobalHydra.instance().clear()
     with pytest.raises(FtlabError, match=f"no such file or folder: {tmp_path / 'nope.jpg'}"):
         collect_images([str(tmp_path / "nope.jpg")])

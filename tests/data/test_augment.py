@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 import torchvision
+from ftlab.features.settings import CacheSettings
 from torchvision.transforms import v2
 
-from ftlab.config.schemas import CacheConfig
 from ftlab.data import ImageDataModule
 from ftlab.data.augment import BatchMix, ImageAugment, augment_key, parse_augment
 from ftlab.data.preprocessing import Preprocessing
@@ -84,7 +84,7 @@ def test_presets_keep_uint8_batches_and_draw_per_image(name):
 
 def _train_loader(augment, **mix):
     dm = ImageDataModule(SyntheticSource(train_size=8, val_size=8), PREP, augment=augment, **mix)
-    cache = FeatureCache(CacheConfig(), module=None, schedule=None, datamodule=dm, data_dir="/tmp")  # type: ignore[arg-type]
+    cache = FeatureCache(CacheSettings(), module=None, schedule=None, datamodule=dm, data_dir="/tmp")  # type: ignore[arg-type]
     return dm, cache
 
 

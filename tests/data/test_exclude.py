@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ftlab.data import build_datamodule, build_source
+from ftlab.training.settings import load_settings
 from ftlab.data.exclude import image_ids
 from ftlab.errors import FtlabError
 from ftlab.models.backbones import default_preprocessing
@@ -38,8 +39,9 @@ def _sources(tmp_path: Path) -> dict[str, list[str]]:
 
 def _splits(cfg) -> tuple[list, list]:
     """The (id, label, pixels) of each image of the train and val splits the DataModule serves."""
-    source = build_source(cfg.data, cfg.seed)
-    datamodule = build_datamodule(cfg.data, source, default_preprocessing("resnet18"), seed=cfg.seed)
+    settings = load_settings(cfg)
+    source = build_source(settings.data, settings.seed)
+    datamodule = build_datamodule(settings.data, source, default_preprocessing("resnet18"), seed=settings.seed)
     datamodule.setup("fit")
     out = []
     for split, dataset in (("train", datamodule.train_set), ("val", datamodule.val_set)):

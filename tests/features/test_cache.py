@@ -6,15 +6,15 @@ import lightning as L
 import pytest
 import torch
 import torchvision
+from ftlab.features.settings import CacheSettings
 from lightning.pytorch.callbacks import Callback
 
 from ftlab.callbacks.schedule import FinetuneSchedule
-from ftlab.config.schemas import CacheConfig
 from ftlab.data import ImageDataModule
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.features.cache import FeatureCache, attach_feature_cache
-from ftlab.finetune.phases import build_phases
+from ftlab.finetune.strategies import build_phases
 from ftlab.models.module import Classifier
 from ftlab.training.run import train
 from tests.helpers.cli import TINY
@@ -55,7 +55,7 @@ def _run(
         module,
         schedule,
         dm,
-        CacheConfig(cache=cache, dtype=dtype, max_memory_gb=budget_gb),
+        CacheSettings(cache=cache, dtype=dtype, max_memory_gb=budget_gb),
         str(tmp_path or "/nonexistent"),
     )
     record = _Losses()
@@ -109,7 +109,7 @@ def test_full_training_and_bn_train_are_never_cached():
     schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names), bn="train")
     dm = ImageDataModule(SyntheticSource(train_size=8, val_size=8), module.preprocessing, augment="none")
     dm.setup()
-    assert FeatureCache(CacheConfig(), module, schedule, dm, "/tmp").plan(3)["train"].segments == []
+    assert FeatureCache(CacheSettings(), module, schedule, dm, "/tmp").plan(3)["train"].segments == []
 
 
 def test_over_budget_goes_to_disk_or_is_skipped_with_a_log(tmp_path, caplog):
@@ -146,10 +146,10 @@ def test_auto_skips_a_cache_that_would_not_pay_off(caplog):
 
 def test_planned_boundary_at_shipped_defaults_trains_like_images_and_val_acc_is_true(caplog):
     """Last stage + head after a head-only epoch: built once after layer3 (default dtype), same losses."""
-    plain, plain_rec, _ = _run("off", "top_k", "hflip", epochs=3, top_k=1, unfreeze_at_epoch=1)
+    plain, plain_rec, _ = _run("off", "last_stages", "hflip", epochs=3, top_k=1, unfreeze_at_epoch=1)
     with caplog.at_level("INFO", logger="ftlab.features.cache"):
         cached, rec, trainer = _run(
-            "auto", "top_k", "hflip", epochs=3, dtype=CacheConfig().dtype, top_k=1, unfreeze_at_epoch=1
+            "auto", "last_stages", "hflip", epochs=3, dtype=CacheSettings().dtype, top_k=1, unfreeze_at_epoch=1
         )
     builds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature cache built: ")]
     assert len(builds) == 2 and all("after stage layer3" in b and "float32" in b for b in builds), builds
@@ -179,7 +179,7 @@ def _val_cache(weights, tmp_path, seed: int = 0, workers: int = 0):
         num_workers=workers,
     )
     dm.setup()
-    cache = attach_feature_cache(module, schedule, dm, CacheConfig(cache="disk"), str(tmp_path))
+    cache = attach_feature_cache(module, schedule, dm, CacheSettings(cache="disk"), str(tmp_path))
     return cache
 
 
@@ -247,7 +247,7 @@ def test_each_build_line_times_its_own_build(caplog):
     schedule = FinetuneSchedule(build_phases("gradual", module.trainable_stage_names, every=1))
     dm = ImageDataModule(SyntheticSource(train_size=16, val_size=12), module.preprocessing, augment="none")
     dm.setup()
-    cache = _SlowImages(CacheConfig(cache="memory"), module, schedule, dm, "/nonexistent")
+    cache = _SlowImages(CacheSettings(cache="memory"), module, schedule, dm, "/nonexistent")
     plans = cache.plan(3)
     derived = next(s for s in plans["val"].segments if s.parent is not None)
     with caplog.at_level("INFO", logger="ftlab.features.cache"):
@@ -267,7 +267,7 @@ def test_under_mixed_precision_the_cache_holds_what_training_would_compute(tmp_p
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=48)
     schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
     dm = ImageDataModule(SyntheticSource(train_size=16, val_size=8), module.preprocessing, augment="none")
-    cache = attach_feature_cache(module, schedule, dm, CacheConfig(cache="memory"), str(tmp_path))
+    cache = attach_feature_cache(module, schedule, dm, CacheSettings(cache="memory"), str(tmp_path))
     trainer = quiet_cpu_trainer(max_epochs=1, precision="bf16-mixed", callbacks=[schedule])
     trainer.fit(module, dm)
     built = cache.entries["val"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ftlab.features.planner import Segment, frozen_boundaries, plan
-from ftlab.finetune.phases import Schedule, build_phases
+from ftlab.finetune.phases import Schedule
+from ftlab.finetune.strategies import build_phases
 
 STAGES = ["stem", "layer1", "layer2", "layer3", "layer4", "pool"]  # resnet18's stages; pool has no params
 HAS_PARAMS = [True, True, True, True, True, False]
@@ -62,12 +63,12 @@ def test_gradual_builds_once_below_the_moving_boundary_and_derives_a_deeper_cach
 def test_last_stage_plus_head_caches_layer3_output_for_every_epoch():
     """The main-job recipe: layer4 + head train on cached layer3 activations from epoch 0 to the end."""
     for views in (1, 2):
-        _, p = _plan("top_k", views=views, top_k=1, unfreeze_at_epoch=0)
+        _, p = _plan("last_stages", views=views, top_k=1, unfreeze_at_epoch=0)
         assert _spans(p) == [(0, 10, LAYER4_IN, None)]
-        _, p = _plan("top_k", views=views, top_k=2, unfreeze_at_epoch=0)
+        _, p = _plan("last_stages", views=views, top_k=2, unfreeze_at_epoch=0)
         assert _spans(p) == [(0, 10, LAYER3_IN, None)]
     # one head-only epoch first: layer4 runs frozen on the layer3 cache, nothing is built twice
-    _, p = _plan("top_k", top_k=1, unfreeze_at_epoch=1)
+    _, p = _plan("last_stages", top_k=1, unfreeze_at_epoch=1)
     assert _spans(p) == [(0, 10, LAYER4_IN, None)]
 
 

@@ -15,7 +15,8 @@ from ftlab.data import ImageDataModule
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.errors import FtlabError
 from ftlab.finetune.param_groups import NO_DECAY_SUFFIX
-from ftlab.finetune.phases import Phase, build_phases
+from ftlab.finetune.phases import Phase
+from ftlab.finetune.strategies import build_phases
 from ftlab.models.module import Classifier
 from tests.helpers.trainers import quiet_cpu_trainer
 

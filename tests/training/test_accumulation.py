@@ -12,7 +12,7 @@ import torch
 from ftlab.callbacks.schedule import FinetuneSchedule
 from ftlab.data import ImageDataModule
 from ftlab.data.sources.synthetic import SyntheticSource
-from ftlab.finetune.phases import build_phases
+from ftlab.finetune.strategies import build_phases
 from ftlab.models.module import Classifier
 from tests.helpers.trainers import quiet_cpu_trainer
 

@@ -21,8 +21,8 @@ from ftlab.callbacks.schedule import FinetuneSchedule
 from ftlab.data import ImageDataModule
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.features.cache import FeatureCache
-from ftlab.features.settings import CacheSettings as CacheConfig
-from ftlab.finetune.phases import build_phases
+from ftlab.features.settings import CacheSettings
+from ftlab.finetune.strategies import build_phases
 from ftlab.models.module import Classifier
 
 CacheFactory = Callable[..., Any]
@@ -39,7 +39,7 @@ def attach_cache(
     """The bench's feature cache, wired as training wires it; returns the Trainer options it needs.
 
     `factory` is `FeatureCache` or a subclass (tests use one to make the build visibly slow)."""
-    config = CacheConfig(cache=mode, dtype=dtype)
+    config = CacheSettings(cache=mode, dtype=dtype)
     cache = factory(config, module, schedule, dm, tempfile.gettempdir())
     dm.attach_cache(cache)
     return dict(cache.trainer_options)

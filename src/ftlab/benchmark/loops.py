@@ -20,7 +20,7 @@ from ftlab.callbacks.schedule import FinetuneSchedule
 from ftlab.data import ImageDataModule
 from ftlab.data import transforms as tf
 from ftlab.data.sources.synthetic import SyntheticSource
-from ftlab.finetune.phases import build_phases
+from ftlab.finetune.strategies import build_phases
 from ftlab.models.backbones import build
 from ftlab.models.module import Classifier
 

@@ -29,7 +29,7 @@ from ftlab.data.sampling import EpochSampler
 from ftlab.errors import FtlabError
 from ftlab.features import planner
 from ftlab.features.planner import Plan, Segment
-from ftlab.features.settings import CacheSettings as CacheConfig
+from ftlab.features.settings import CacheSettings
 from ftlab.finetune.phases import Schedule
 from ftlab.models.module import Classifier
 
@@ -88,7 +88,7 @@ class FeatureCache:
 
     def __init__(
         self,
-        config: CacheConfig,
+        config: CacheSettings,
         module: Classifier,
         schedule: Schedule,
         datamodule: ImageDataModule,
@@ -459,7 +459,7 @@ def attach_feature_cache(
     module: Classifier,
     schedule: Schedule,
     datamodule: ImageDataModule,
-    config: CacheConfig,
+    config: CacheSettings,
     data_dir: str,
 ) -> FeatureCache:
     """Build the run's feature cache and attach it to the DataModule; pass `cache.trainer_options` to the

@@ -19,6 +19,7 @@ from ftlab.data.images import load_rgb
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.sources.imagefolder import ImageFolderSource
 from ftlab.data.sources.litdata import LitdataSource, write_chunks
+from ftlab.data.sources.registry import SETTINGS
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.errors import FtlabError
 from tests.helpers.cli import run_cli
@@ -82,7 +83,7 @@ def test_tensor_source_round_trips_exactly_and_fingerprint_follows_chunk_content
     assert torch.equal(torch.stack([got_train[i][0] for i in range(12)]), train.images)
 
     prep = Preprocessing(crop_size=16, resize_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
-    module = build_datamodule({"batch_size": 4}, source, prep)
+    module = build_datamodule(SETTINGS["litdata"](root=source.root, batch_size=4), source, prep)
     module.setup()
     before = module.fingerprint("train")
     assert module.raw_images("train")[0:12].shape == (12, 3, 16, 16)
@@ -90,7 +91,9 @@ def test_tensor_source_round_trips_exactly_and_fingerprint_follows_chunk_content
     data = bytearray(chunk.read_bytes())
     data[-1] ^= 0xFF  # one byte of the last image's PNG changes
     chunk.write_bytes(bytes(data))
-    module = build_datamodule({"batch_size": 4}, LitdataSource(root=str(tmp_path / "chunks")), prep)
+    module = build_datamodule(
+        SETTINGS["litdata"](root=source.root, batch_size=4), LitdataSource(root=str(tmp_path / "chunks")), prep
+    )
     module.setup()
     assert module.fingerprint("train") != before
 
