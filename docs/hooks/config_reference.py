@@ -1,5 +1,5 @@
-"""MkDocs hook: fills the configuration reference page with `ftlab.config.reference.markdown()`, rendered
-from this checkout's typed settings at build time."""
+"""MkDocs hook: fills the configuration reference page with `ftlab.config.reference.markdown(SOURCES)`,
+rendered from this checkout's typed settings and data sources at build time."""
 
 from __future__ import annotations
 
@@ -20,5 +20,6 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))  # document this checkout's code, not another installed ftlab
     from ftlab.config.reference import markdown as reference
+    from ftlab.data.sources.registry import SOURCES
 
-    return markdown.replace(MARKER, reference())
+    return markdown.replace(MARKER, reference(SOURCES))

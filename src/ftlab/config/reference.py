@@ -11,6 +11,7 @@ import inspect
 import io
 import re
 import tokenize
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +150,10 @@ def _summary(cls: type) -> str:
     return doc.split("\n\n")[0].replace("\n", " ")
 
 
-def markdown() -> str:
-    """The reference: ftlab's config groups, the fine-tune strategies' own keys, the data sources."""
-    from ftlab.data.sources.registry import SOURCES
-
+def markdown(sources: Mapping[str, type] | None = None) -> str:
+    """The reference: ftlab's config groups, the fine-tune strategies' own keys and, given `sources` (the data
+    sources by name, `ftlab.data.sources.registry.SOURCES`: config sits below data, so the caller passes
+    them), each data source's keys."""
     parts = ["## Config groups"]
     for group, cls in SCHEMAS.items():
         parts += [f"### `{group}`", _summary(cls), _table(f"{group}.", cls, _descriptions(group))]
@@ -162,12 +163,14 @@ def markdown() -> str:
         parts += [f"### `finetune.strategy={strategy}`", _summary(cls)]
         own = _table("finetune.", cls, described, own_only=True)
         parts.append(own if own.count("\n") > 1 else "No keys of its own.")
+    if not sources:
+        return "\n\n".join(parts) + "\n"
     parts.append(
         "## Data sources\n\nEach source's own keys (`data=<name>`); the loader options such as "
         "`data.batch_size` are in the source's file in `conf/data/`. `data.seed`, when not set, is the "
         "run's `seed`."
     )
-    for name, cls in SOURCES.items():
+    for name, cls in sources.items():
         keys = _yaml_keys(config_dir() / "data" / f"{name}.yaml")
         described = {key: comment for key, (_, comment) in keys.items()}
         configured = {key: value for key, (value, _) in keys.items()}
