@@ -1,11 +1,11 @@
-# ftlab: `make train` and `make test` set up .venv themselves.
+# ftlab: `make train` and `make test` set up .venv themselves; `make docs` serves the documentation site.
 PY_BASE ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: install fashion-mnist train demo test test-full lint bench tensorboard clean
+.PHONY: install fashion-mnist train demo test test-full lint bench tensorboard docs clean
 
 install: $(STAMP) fashion-mnist
 
@@ -52,6 +52,10 @@ bench: install
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs
+
+# The documentation site (docs/, mkdocs.yml) at http://127.0.0.1:8000, rebuilt on every change.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README's "Head only first?" table: `finetune=last_stages finetune.top_k=1` on the offline proxy of the main
+# "Head only first?" (docs/results): `finetune=last_stages finetune.top_k=1` on the offline proxy of the main
 # job (EfficientNet-Lite0 with its ImageNet weights, Fashion-MNIST's four tops, 1,000/600 images, 224 px, 10
 # epochs) with 0-4 head-only epochs first, per seed. The frozen stages' activations are cached on disk once per
 # seed (float32, the values a memory cache holds) and shared by that seed's rows. Prints val/acc per epoch.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# BatchNorm defaults (README, the main job): a user's own folder of images with EfficientNet-Lite0 and every other option at its default
+# BatchNorm defaults (docs/results): a user's own folder of images with EfficientNet-Lite0 and every other option at its default
 # (224 px, freeze_unfreeze: head only in epoch 1, then everything). Writes 1,000 train / 400 val Fashion-MNIST
 # tops as PNG files in class folders, then runs the default and the BatchNorm / backbone-LR variants, and
 # prints val accuracy per epoch for each.

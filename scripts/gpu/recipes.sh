@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Recipes table for the README (GPU): baseline vs label smoothing, MixUp, EMA, (LR finder) and TTA on the
+# Recipes table in docs/results (GPU): baseline vs label smoothing, MixUp, EMA, (LR finder) and TTA on the
 # offline proxy (+experiment=offline_demo: EfficientNet-Lite0 ImageNet weights, 1,000 Fashion-MNIST images of
 # 4 look-alike classes, 8 epochs), the same seeds per arm. Prints final and best val accuracy and wall time.
 #

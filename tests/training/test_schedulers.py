@@ -1,5 +1,5 @@
 """Each `scheduler=` preset, run through `train(cfg)`, moves every group's LR exactly as the same torch
-scheduler does on a bare optimizer (per step or per epoch, as README says)."""
+scheduler does on a bare optimizer (per step or per epoch, as docs/guide/finetune.md says)."""
 
 from __future__ import annotations
 
