@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from ftlab.training.settings import load_settings
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ftlab.errors import FtlabError
 from ftlab.runs import report
+from ftlab.training.settings import load_settings
 from tests.data.sources.test_fashion_mnist import PACKAGED, write_fake_package
 from tests.helpers.cli import offline_env, run_cli
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ftlab.config.check import check_command_line, command_options
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
@@ -16,6 +15,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from ftlab.cli.predict import PredictOptions, collect_images
+from ftlab.config.check import check_command_line, command_options
 from ftlab.errors import FtlabError
 from ftlab.inference.checkpoint import TrainedModel
 from ftlab.models.module import Classifier

@@ -264,6 +264,13 @@ def test_known_library_noise_is_hidden_unless_verbose(tmp_path):
         assert line not in quiet.stdout + quiet.stderr, line
         assert line in verbose.stdout + verbose.stderr, line
     assert "val/acc" in quiet.stdout  # what the user needs still prints
+    for run in (quiet, verbose):  # fixed where they arise, so not even the verbose run prints them
+        output = " ".join((run.stdout + run.stderr).split())
+        assert "Total FLOPs" not in output  # nothing counts FLOPs without an example input: no "0"
+        assert "smaller than the logging interval" not in output  # 2 batches: logging every 2 steps
+        assert (
+            "Trainable params" in output and "Skipping setting a default" not in output
+        )  # the summary stays
 
 
 def _job_runs(logs: Path) -> dict[str, Path]:

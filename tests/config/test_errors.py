@@ -63,5 +63,7 @@ def test_close_matches_and_wrong_types_in_process(tmp_path):
     root = f"data.root={tmp_path / 'imgs'}"
     with pytest.raises(FtlabError, match=r"data.val_fraction='abc' has the wrong type: expected float"):
         check_command_line("train", ["data=imagefolder", root, "data.val_fraction=abc"])
-    with pytest.raises(FtlabError, match=r"data.skip_bad_images='sometimes' has the wrong type: expected bool"):
+    with pytest.raises(
+        FtlabError, match=r"data.skip_bad_images='sometimes' has the wrong type: expected bool"
+    ):
         check_command_line("train", ["data=imagefolder", root, "data.skip_bad_images=sometimes"])

@@ -24,7 +24,17 @@ from ftlab.training.settings import TrainSettings, load_settings
 from tests.helpers.cli import CONF
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "ftlab"
-TYPED_GROUPS = ["data", "model", "finetune", "features", "scheduler", "loss", "ema", "early_stopping", "paths"]
+TYPED_GROUPS = [
+    "data",
+    "model",
+    "finetune",
+    "features",
+    "scheduler",
+    "loss",
+    "ema",
+    "early_stopping",
+    "paths",
+]
 OPTIONS = [(g, f.stem) for g in TYPED_GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 EXPERIMENTS = sorted(f.stem for f in (CONF / "experiment").glob("*.yaml"))
 UNTYPED = ["trainer", "logger", "callbacks", "optimizer", "hparams_search", "debug"]  # Lightning/Hydra nodes
@@ -48,7 +58,11 @@ def test_every_experiment_composes_into_typed_settings(compose_cfg, experiment):
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS)
 def test_every_group_option_is_its_registered_settings_type(compose_cfg, group, option):
-    extra = ["data.root=/nonexistent"] if (group, option) in (("data", "imagefolder"), ("data", "litdata")) else []
+    extra = (
+        ["data.root=/nonexistent"]
+        if (group, option) in (("data", "imagefolder"), ("data", "litdata"))
+        else []
+    )
     settings = load_settings(compose_cfg([f"{group}={option}", *extra]))
     target = _defaults_target(CONF / group / f"{option}.yaml")
     assert target is not None, f"conf/{group}/{option}.yaml does not extend a settings type"
@@ -126,8 +140,14 @@ def test_trainer_presets_instantiate(compose_cfg):
     [
         (["model.weight=DEFAULT"], r"Unknown key model.weight\b.*Did you mean: weights"),
         (["+model.weight=DEFAULT"], r"Unknown key model.weight\b.*Did you mean: weights"),
-        (["param_groups.backbone_lr_mul=0.5"], r"Unknown key param_groups.backbone_lr_mul\b.*backbone_lr_mult"),
-        (["finetune.unfreeze_at_epoch=soon"], r"finetune.unfreeze_at_epoch='soon' has the wrong type: expected int"),
+        (
+            ["param_groups.backbone_lr_mul=0.5"],
+            r"Unknown key param_groups.backbone_lr_mul\b.*backbone_lr_mult",
+        ),
+        (
+            ["finetune.unfreeze_at_epoch=soon"],
+            r"finetune.unfreeze_at_epoch='soon' has the wrong type: expected int",
+        ),
         (["data=synthetic", "+data.trian_size=5"], r"Unknown key data.trian_size.*Did you mean: train_size"),
         (["data.batch_size=abc"], r"data.batch_size='abc' has the wrong type: expected int"),
         (["data.train_size=1.5"], r"data.train_size='1.5' has the wrong type: expected int or null"),
@@ -159,7 +179,10 @@ def test_command_line_mistakes_are_one_paragraph(overrides, message):
         (["features.cache=ram"], r"features.cache='ram' is not one of"),
         (["trainer.max_epochs=abc"], r"trainer.max_epochs='abc' has the wrong type"),
         (["trainer.precision=bf17"], r"trainer.precision"),
-        (["finetune=full", "finetune.strategy=gradual"], r"does not match the chosen finetune=full.*finetune=gradual"),
+        (
+            ["finetune=full", "finetune.strategy=gradual"],
+            r"does not match the chosen finetune=full.*finetune=gradual",
+        ),
         (["resume=first"], r"resume='first': the only value is `last`"),
     ],
 )
@@ -185,7 +208,9 @@ def test_values_out_of_range_are_one_paragraph(compose_cfg, overrides, message):
 def test_a_key_the_chosen_strategy_ignores_is_rejected(finetune, key, owner):
     name = key.split("=")[0]
     for override in (f"finetune.{key}", f"+finetune.{key}"):
-        with pytest.raises(FtlabError, match=rf"finetune.{name} does nothing with finetune={finetune}.*pick finetune={owner}"):
+        with pytest.raises(
+            FtlabError, match=rf"finetune.{name} does nothing with finetune={finetune}.*pick finetune={owner}"
+        ):
             check_command_line("train", [f"finetune={finetune}", override])
 
 
@@ -207,7 +232,9 @@ def test_every_moved_key_names_its_new_home_in_a_file_and_on_the_command_line(co
 
 def test_new_keys_sweeps_and_hydra_overrides_pass_the_command_line_check():
     check_command_line("train", ["-m", "runtime.compile=true", "scheduler.factory.T_max=3", "seed=1,2"])
-    check_command_line("train", ["scheduler=none", "finetune=gradual", "hydra.run.dir=x", "trainer.max_epochs=2"])
+    check_command_line(
+        "train", ["scheduler=none", "finetune=gradual", "hydra.run.dir=x", "trainer.max_epochs=2"]
+    )
     check_command_line("train", ["-m", "data.batch_size=8,16", "hydra/launcher=joblib"])
     with pytest.raises(FtlabError, match=r"data.batch_size='big' has the wrong type"):
         check_command_line("train", ["-m", "data.batch_size=big,16"])

@@ -7,7 +7,6 @@ import logging
 import pytest
 import torch
 import torchvision
-from ftlab.features.settings import CacheSettings
 from torchvision.transforms import v2
 
 from ftlab.data import ImageDataModule
@@ -16,6 +15,7 @@ from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.errors import FtlabError
 from ftlab.features.cache import FeatureCache
+from ftlab.features.settings import CacheSettings
 
 PREP = Preprocessing.from_weights(torchvision.models.ResNet18_Weights.IMAGENET1K_V1).at_size(32)
 

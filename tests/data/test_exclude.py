@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from ftlab.data import build_datamodule, build_source
-from ftlab.training.settings import load_settings
 from ftlab.data.exclude import image_ids
 from ftlab.errors import FtlabError
 from ftlab.models.backbones import default_preprocessing
+from ftlab.training.settings import load_settings
 from tests.data.sources.test_fashion_mnist import write_fake_package
 from tests.helpers.assets import write_fake_cifar
 from tests.helpers.images import write_images
@@ -41,7 +41,9 @@ def _splits(cfg) -> tuple[list, list]:
     """The (id, label, pixels) of each image of the train and val splits the DataModule serves."""
     settings = load_settings(cfg)
     source = build_source(settings.data, settings.seed)
-    datamodule = build_datamodule(settings.data, source, default_preprocessing("resnet18"), seed=settings.seed)
+    datamodule = build_datamodule(
+        settings.data, source, default_preprocessing("resnet18"), seed=settings.seed
+    )
     datamodule.setup("fit")
     out = []
     for split, dataset in (("train", datamodule.train_set), ("val", datamodule.val_set)):

@@ -6,7 +6,6 @@ import lightning as L
 import pytest
 import torch
 import torchvision
-from ftlab.features.settings import CacheSettings
 from lightning.pytorch.callbacks import Callback
 
 from ftlab.callbacks.schedule import FinetuneSchedule
@@ -14,6 +13,7 @@ from ftlab.data import ImageDataModule
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.features.cache import FeatureCache, attach_feature_cache
+from ftlab.features.settings import CacheSettings
 from ftlab.finetune.strategies import build_phases
 from ftlab.models.module import Classifier
 from ftlab.training.run import train
@@ -149,7 +149,13 @@ def test_planned_boundary_at_shipped_defaults_trains_like_images_and_val_acc_is_
     plain, plain_rec, _ = _run("off", "last_stages", "hflip", epochs=3, top_k=1, unfreeze_at_epoch=1)
     with caplog.at_level("INFO", logger="ftlab.features.cache"):
         cached, rec, trainer = _run(
-            "auto", "last_stages", "hflip", epochs=3, dtype=CacheSettings().dtype, top_k=1, unfreeze_at_epoch=1
+            "auto",
+            "last_stages",
+            "hflip",
+            epochs=3,
+            dtype=CacheSettings().dtype,
+            top_k=1,
+            unfreeze_at_epoch=1,
         )
     builds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("feature cache built: ")]
     assert len(builds) == 2 and all("after stage layer3" in b and "float32" in b for b in builds), builds

@@ -29,19 +29,21 @@ def test_trainer_presets_train_on_the_gpu(tmp_path, preset):
 
 def test_cached_features_live_on_the_gpu():
     import lightning as L
-    from ftlab.features.settings import CacheSettings
 
     from ftlab.callbacks.schedule import FinetuneSchedule
     from ftlab.data import ImageDataModule
     from ftlab.data.sources.synthetic import SyntheticSource
     from ftlab.features.cache import attach_feature_cache
+    from ftlab.features.settings import CacheSettings
     from ftlab.finetune.strategies import build_phases
     from ftlab.models.module import Classifier
 
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=64)
     schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
     dm = ImageDataModule(SyntheticSource(train_size=32, val_size=16), module.preprocessing, batch_size=8)
-    cache = attach_feature_cache(module, schedule, dm, CacheSettings(cache="memory"), "/tmp")  # forced: 1 epoch
+    cache = attach_feature_cache(
+        module, schedule, dm, CacheSettings(cache="memory"), "/tmp"
+    )  # forced: 1 epoch
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="gpu",

@@ -21,7 +21,7 @@ MODES = ("max", "min")
 @register("early_stopping", "settings")
 @dataclass
 class EarlyStoppingSettings:
-    """`early_stopping`: patience restarts at each unfreeze; the run stops only in the schedule's last phase."""
+    """`early_stopping`: patience restarts at each unfreeze; the run stops only in the last phase."""
 
     patience: int | None = None  # null = off; validation epochs without improvement before stopping
     monitor: str = "val/acc"  # metric to watch

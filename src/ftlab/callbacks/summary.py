@@ -1,9 +1,12 @@
-"""Per-epoch summary: one row per epoch, printed as a table when training ends."""
+"""Summaries a run prints: the model (Lightning's, without a meaningless FLOPs line) and one row per epoch."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, RichModelSummary
+from rich import get_console
 from rich.console import Console
 from rich.table import Table
 
@@ -38,3 +41,40 @@ class EpochSummary(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.rows:
             Console().print(self.table())
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's rich model summary without its "Total FLOPs: 0" line.
+
+    Lightning counts FLOPs only with an `example_input_array`, which ftlab's Classifier does not carry (its
+    batches go through the DataModule's device transform and the feature cache), so the total would always
+    read 0.
+    The rest of the summary prints as Lightning prints it.
+    """
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        console = get_console()
+        with console.capture() as captured:
+            RichModelSummary.summarize(
+                summary_data,
+                total_parameters,
+                trainable_parameters,
+                model_size,
+                total_training_modes,
+                total_flops,
+                **summarize_kwargs,
+            )
+        lines = captured.get().splitlines(keepends=True)
+        if total_flops == 0:
+            lines = [line for line in lines if "Total FLOPs" not in line]
+        console.file.write("".join(lines))
+        console.file.flush()

@@ -42,8 +42,10 @@ class AuditOptions:
 
     task_name: str = "audit"  # names the run folder: logs/audit/<timestamp>/
     seed: int = 42  # seed of the train/val split (as in training) and of the probe's folds
-    format: str = "markdown"  # markdown: report.md with thumbnails (path printed); json: the findings on stdout
-    near_threshold: float = 0.95  # cosine similarity of pooled features at or above which two images are near duplicates
+    # markdown: report.md with thumbnails (path printed); json: the findings on stdout
+    format: str = "markdown"
+    # cosine similarity of pooled features at or above which two images are near duplicates
+    near_threshold: float = 0.95
     folds: int = 5  # cross-validation folds of the linear probe behind the label check
     suspects_out: str | None = None  # write the suspects' ids here (one per line), a file for data.exclude=
     batch_size: int = 32  # images per forward pass
@@ -51,8 +53,10 @@ class AuditOptions:
     thumb_size: int = 96  # side of the report's thumbnails in pixels
     max_rows: int = 50  # rows per table in report.md (json lists everything)
     data: DataSettings = field(default_factory=DataSettings)  # data=<source>: the source to audit
-    model: ModelSettings = field(default_factory=ModelSettings)  # model=<name>: whose pooled features compare images
-    paths: PathsSettings = field(default_factory=PathsSettings)  # paths=default: data, logs and output folders
+    # model=<name>: whose pooled features compare images
+    model: ModelSettings = field(default_factory=ModelSettings)
+    # paths=default: data, logs and output folders
+    paths: PathsSettings = field(default_factory=PathsSettings)
 
 
 def run_audit(cfg: DictConfig) -> tuple[AuditResult, dict[str, Any], AuditOptions]:
@@ -118,7 +122,6 @@ def _hydra_main(cfg: DictConfig) -> None:
         f"{kinds['val']}, likely label errors {len(result.label_suspects)}"
     )
     print(f"report: {report}")
-
 
 
 @report_errors

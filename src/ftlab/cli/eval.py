@@ -45,10 +45,13 @@ class EvalOptions:
     split: str = "val"  # val: the validation split, as in training; all: every image of the source
     seed: int | None = None  # seed of the train/val split; null = the training run's seed (42 when unknown)
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:<index>
-    calibrate: bool = False  # true: fit temperature scaling on the val split and store it in the checkpoint first
+    # true: fit temperature scaling on the val split and store it in the checkpoint first
+    calibrate: bool = False
     tta: str = "none"  # test-time augmentation: none | hflip | five_crop (mean of the views' probabilities)
-    data: DataSettings | None = None  # data=<source>: evaluate on it; null = the training run's own data config
-    paths: PathsSettings = field(default_factory=PathsSettings)  # paths=default: data, logs and output folders
+    # data=<source>: evaluate on it; null = the training run's own data config
+    data: DataSettings | None = None
+    # paths=default: data, logs and output folders
+    paths: PathsSettings = field(default_factory=PathsSettings)
 
 
 def evaluate(cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
@@ -85,7 +88,6 @@ def _hydra_main(cfg: DictConfig) -> float:
     console.print(f"accuracy: {report.accuracy:.4f}")
     console.print("written: " + "  ".join(str(p) for p in written))
     return report.accuracy
-
 
 
 @report_errors

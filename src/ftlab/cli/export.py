@@ -35,7 +35,8 @@ class ExportOptions:
 
     ckpt_path: str = "???"  # checkpoint written by ftlab.train (a run's checkpoints/best.ckpt or last.ckpt)
     format: str = "onnx"  # onnx | torchscript
-    output: str | None = None  # file to write; null = next to the checkpoint: <name>.onnx / <name>.torchscript.pt
+    # file to write; null = next to the checkpoint: <name>.onnx / <name>.torchscript.pt
+    output: str | None = None
     verify: bool = True  # run the file on a random batch and compare with the checkpoint (ONNX: onnxruntime)
 
 
@@ -54,7 +55,6 @@ def _hydra_main(cfg: DictConfig) -> None:
         console.print(f"checked against the checkpoint: max |logit difference| {diff:.2e}")
     elif options.verify:
         console.print("not checked: `pip install onnxruntime` to compare the ONNX file with the checkpoint")
-
 
 
 @report_errors

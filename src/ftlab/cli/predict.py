@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from ftlab.config.check import check_command_line, command_options
 from ftlab.config.location import config_dir
@@ -37,7 +37,8 @@ class PredictOptions:
     """`python -m ftlab.predict ckpt_path=<ckpt> inputs=[<image or folder>,...]`: class probabilities."""
 
     ckpt_path: str = "???"  # checkpoint written by ftlab.train (a run's checkpoints/best.ckpt or last.ckpt)
-    inputs: list[str] = "???"  # type: ignore[assignment]  # image files and folders (searched recursively)
+    # image files and folders (searched recursively): inputs=a.jpg or inputs=[a.jpg,photos/]
+    inputs: Any = "???"
     format: str = "text"  # text: `path  dog 0.80  cat 0.15 ...`; json: one JSON object per line
     top_k: int | None = None  # classes shown per image, most probable first; null = all
     batch_size: int = 32  # images per forward pass
@@ -46,6 +47,15 @@ class PredictOptions:
     explain: bool = False  # true: also write a Grad-CAM overlay PNG per image into out_dir (CNN backbones)
     out_dir: str | None = None  # folder for the explain=true overlays, e.g. out_dir=explanations/
     tta: str = "none"  # test-time augmentation: none | hflip | five_crop (mean of the views' probabilities)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.inputs, str):  # inputs=a.jpg, no brackets
+            self.inputs = [self.inputs]
+        if not isinstance(self.inputs, list | tuple) or not self.inputs:
+            raise FtlabError(
+                f"inputs={self.inputs!r}: give image files or folders, e.g. inputs=[a.jpg,photos/]."
+            )
+        self.inputs = [str(item) for item in self.inputs]
 
 
 def run(options: PredictOptions, out: IO[str]) -> None:
@@ -85,9 +95,6 @@ def run(options: PredictOptions, out: IO[str]) -> None:
 @report_errors
 def _hydra_main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    if not OmegaConf.is_missing(cfg, "inputs") and isinstance(cfg.inputs, str):  # inputs=a.jpg, no brackets
-        with open_dict(cfg):
-            cfg.inputs = [cfg.inputs]
     options: Any = command_options(cfg, PredictOptions, "predict")
     run(options, sys.stdout)
 

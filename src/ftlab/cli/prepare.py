@@ -57,11 +57,12 @@ def _hydra_main(cfg: DictConfig) -> None:
         console.print(f"ready: {asset.description}: {asset.path}")
 
 
-
 @report_errors
 def main() -> None:
     """The command line is checked (old keys, unknown keys, wrong types) before Hydra runs the command."""
-    check_command_line("train", [a for a in sys.argv[1:] if not a.startswith(("+to_litdata=", "+litdata_workers="))])
+    check_command_line(
+        "train", [a for a in sys.argv[1:] if not a.startswith(("+to_litdata=", "+litdata_workers="))]
+    )
     _hydra_main()
 
 

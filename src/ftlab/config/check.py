@@ -37,7 +37,9 @@ def _field_names(cls: type) -> list[str]:
 
 
 def _type_name(hint: Any) -> str:
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+    options = (
+        typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+    )
     names = [getattr(h, "__name__", str(h)).replace("NoneType", "null") for h in options]
     return " or ".join(names)
 
@@ -136,8 +138,8 @@ def _check_known_keys(node: DictConfig, prefix: str) -> None:
     """Every key of a typed node is a field of its settings type (a `+key=` override can add others)."""
     owner = node._metadata.object_type
     fields = set(_field_names(owner)) if owner is not None and dataclasses.is_dataclass(owner) else None
-    for key in node.keys():
-        full_key = f"{prefix}{key}"
+    for key in node:
+        full_key = f"{prefix}{key!s}"
         if fields is not None and key not in fields:
             raise _unknown_key(full_key, str(key), owner)
         child = node._get_node(key)
@@ -150,6 +152,7 @@ def to_settings(node: Any, cls: type[T]) -> T:
     interpolations resolved, every field typed and every `__post_init__` check run."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls), node if node is not None else {})
+        assert isinstance(merged, DictConfig)
         _check_known_keys(merged, "")
         settings = OmegaConf.to_object(merged)
     except (OmegaConfBaseException, HydraException) as err:
@@ -179,7 +182,16 @@ def group_settings(group: str, values: Mapping[str, Any], name_key: str) -> Any:
 
 # --- the command line, checked before Hydra runs the job -------------------------------------------------
 
-HYDRA_FLAGS_WITH_VALUE = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--package", "-p")
+HYDRA_FLAGS_WITH_VALUE = (
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--package",
+    "-p",
+)
 NO_JOB_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc")
 
 

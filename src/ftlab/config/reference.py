@@ -1,5 +1,6 @@
 """The configuration reference, generated from the registered settings types (their fields, types, defaults
-and one-line comments), so it cannot go stale: `docs/reference/configuration.md` is built from `markdown()`."""
+and one-line comments), so it cannot go stale: `docs/reference/configuration.md` is built from
+`markdown()`."""
 
 from __future__ import annotations
 
@@ -81,15 +82,15 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
     return "null" if value is None else f"`{value!r}`".replace("'", "")
 
 
-def table(cls: type) -> str:
-    """A Markdown table of the fields of settings type `cls`."""
+def table(cls: type, prefix: str = "") -> str:
+    """A Markdown table of the fields of settings type `cls`, keys written as `<prefix><field>`."""
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
     rows = ["| key | type | default | what it does |", "| --- | --- | --- | --- |"]
     for f in dataclasses.fields(cls):
         description = comments.get(f.name, "").replace("|", "\\|")
         type_text = _type_text(hints[f.name]).replace("|", "\\|")
-        rows.append(f"| `{f.name}` | {type_text} | {_default_text(f)} | {description} |")
+        rows.append(f"| `{prefix}{f.name}` | {type_text} | {_default_text(f)} | {description} |")
     return "\n".join(rows)
 
 
@@ -97,7 +98,7 @@ def markdown() -> str:
     """The whole reference: every registered group and command, each option with its table."""
     from hydra.core.plugins import Plugins
 
-    Plugins.instance()  # Hydra imports its plugins; ftlab's (hydra_plugins.ftlab_settings) registers everything
+    Plugins.instance()  # Hydra imports its plugins; hydra_plugins.ftlab_settings registers the settings
     parts: list[str] = []
     order = ["command", *sorted(g for g in groups() if g != "command")]
     for group in order:
@@ -108,9 +109,10 @@ def markdown() -> str:
             heading = f"`python -m ftlab.{name}`" if group == "command" else f"`{group}={name}`"
             if name == "settings":
                 heading = f"`{group}`"
+            prefix = "" if group == "command" else f"{group}."
             doc = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].replace("\n", " ")
             parts.append(
                 f"### {heading}\n\n{doc}\n\nSettings type: `{cls.__module__}.{cls.__qualname__}` "
-                f"(schema `/{SCHEMA_ROOT}/{group}/{name}`).\n\n{table(cls)}\n"
+                f"(schema `/{SCHEMA_ROOT}/{group}/{name}`).\n\n{table(cls, prefix)}\n"
             )
     return "\n".join(parts)

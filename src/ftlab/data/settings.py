@@ -27,12 +27,16 @@ class DataSettings:
     num_workers: int = 0  # loader worker processes (files benefit from 2+; in-memory tensors from 0)
     pin_memory: Any = "auto"  # auto = on when CUDA is available | true | false
     persistent_workers: bool = True  # keep workers alive across epochs (when num_workers > 0)
-    augment: Any = "hflip"  # train-time augmentation: none | hflip | randaugment | trivialaugment | random_resized_crop | color_jitter, or a list
+    # train-time augmentation: none | hflip | randaugment | trivialaugment | random_resized_crop |
+    # color_jitter, or a list
+    augment: Any = "hflip"
     mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) on the device batch, soft targets (0 = off; e.g. 0.2)
     cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha) (0 = off; with MixUp, one of the two per batch)
     sampler: str = "random"  # random | balanced (classes drawn equally often, with replacement; DDP-aware)
-    preprocess_on: str = "device"  # device: resize+normalise after transfer (uint8 travels); cpu: in the loader
-    exclude: str | None = None  # file of image ids to leave out (one per line; ftlab.audit suspects_out= writes one)
+    # device: resize+normalise after transfer (uint8 travels); cpu: in the loader
+    preprocess_on: str = "device"
+    # file of image ids to leave out (one per line; ftlab.audit suspects_out= writes one)
+    exclude: str | None = None
 
     source_class: ClassVar[type]  # the source this settings type builds (set by `source_settings`)
 
@@ -41,7 +45,8 @@ class DataSettings:
         if own is not None and self.source != own[1]:
             sources = registered("data")
             raise FtlabError(
-                f"data.source={self.source!r} does not match the chosen data={own[1]}: a source comes with its "
+                f"data.source={self.source!r} does not match the chosen data={own[1]}: a source comes with "
+                "its "
                 f"own keys, so pick it as a group, e.g. data=<name>.{did_you_mean(self.source, sources)} "
                 f"Sources: {', '.join(sources)}."
             )
@@ -103,8 +108,10 @@ def source_settings(name: str, source_class: type) -> type[DataSettings]:
         else:
             default = dataclasses.field(default="???")
         fields.append((f.name, hints[f.name], default))
-    cls = dataclasses.make_dataclass(source_class.__name__.removesuffix("Source") + "Settings", fields, bases=(DataSettings,))
+    cls = dataclasses.make_dataclass(
+        source_class.__name__.removesuffix("Source") + "Settings", fields, bases=(DataSettings,)
+    )
     cls.source_class = source_class  # type: ignore[attr-defined]
     cls.__doc__ = source_class.__doc__
     cls.__module__ = source_class.__module__
-    return register("data", name)(cls)  # type: ignore[no-any-return]
+    return register("data", name)(cls)

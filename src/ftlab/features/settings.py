@@ -17,7 +17,8 @@ class CacheSettings:
     """Cache of frozen-prefix activations, planned once from the schedule: each image runs the frozen stages
     once."""
 
-    cache: str = "auto"  # auto | off | memory | disk (auto: where it pays; memory within max_memory_gb, else disk)
+    # auto | off | memory | disk (auto: where it pays; memory within max_memory_gb, else disk)
+    cache: str = "auto"
     dtype: str = "auto"  # auto | float16 | bfloat16 | float32 (auto: float32 when it fits max_memory_gb)
     views: int | None = None  # augmented views cached per training image (null: 2 for hflip, 1 for none)
     max_memory_gb: float = 4.0  # memory budget; beyond it auto goes to disk (or no cache, logged)
@@ -27,7 +28,8 @@ class CacheSettings:
         for key, value, options in (("cache", self.cache, CACHE_MODES), ("dtype", self.dtype, CACHE_DTYPES)):
             if value not in options:
                 raise FtlabError(
-                    f"features.{key}={value!r} is not one of {', '.join(options)}.{did_you_mean(value, options)}"
+                    f"features.{key}={value!r} is not one of {', '.join(options)}."
+                    f"{did_you_mean(value, options)}"
                 )
         if self.views is not None and self.views < 1:
             raise FtlabError(f"features.views={self.views} must be >= 1, or null (2 for hflip, 1 for none).")

@@ -1,8 +1,9 @@
 """Fine-tuning schedules: which stages train in each epoch, their LR multipliers and BatchNorm modes.
 
-Every strategy (`finetune/strategies.py`) compiles to a list of phases `{at_epoch, trainable, lr_mult}`, and everything follows from
-the epoch alone: a resume at any epoch rebuilds the same state. Unfreezing only flips `requires_grad` (and
-module modes); the optimizer already holds every stage's parameter group, so it is never rebuilt.
+Every strategy (`finetune/strategies.py`) compiles to a list of phases `{at_epoch, trainable, lr_mult}`, and
+everything follows from the epoch alone: a resume at any epoch rebuilds the same state. Unfreezing only flips
+`requires_grad` (and module modes); the optimizer already holds every stage's parameter group, so it is never
+rebuilt.
 """
 
 from __future__ import annotations

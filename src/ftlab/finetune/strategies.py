@@ -32,7 +32,8 @@ class FinetuneSettings:
         own = type(self).__dict__.get("__ftlab_settings__")
         if own is not None and self.strategy != own[1]:
             raise FtlabError(
-                f"finetune.strategy={self.strategy!r} does not match the chosen finetune={own[1]}: a strategy "
+                f"finetune.strategy={self.strategy!r} does not match the chosen finetune={own[1]}: a "
+                "strategy "
                 f"comes with its own keys, so pick it as a group, e.g. finetune={self.strategy} "
                 f"(strategies: {', '.join(registered('finetune'))})."
             )
@@ -57,7 +58,7 @@ class FinetuneSettings:
 
 def strategy(cls: type[T]) -> type[T]:
     """Register a strategy under the default of its `strategy` field."""
-    return register("finetune", cls.strategy)(cls)  # type: ignore[no-any-return]
+    return register("finetune", cls.strategy)(cls)
 
 
 @strategy
@@ -88,7 +89,8 @@ class FreezeUnfreeze(FinetuneSettings):
     """Head only first, then the whole backbone at `unfreeze_at_epoch`."""
 
     strategy: str = "freeze_unfreeze"  # the schedule
-    unfreeze_at_epoch: int | None = 1  # 0-based epoch at which the whole backbone starts training (null: never)
+    # 0-based epoch at which the whole backbone starts training (null: never)
+    unfreeze_at_epoch: int | None = 1
     warmup_epochs: float = 0.5  # linear LR warmup for stages when they unfreeze (0 = none)
 
     def to_phases(self, stage_names: Sequence[str]) -> list[Phase]:
@@ -162,7 +164,8 @@ class Custom(FinetuneSettings):
     """Your own phases: each {at_epoch, trainable: [stage names | top-k | all | none], lr_mult}."""
 
     strategy: str = "custom"  # the schedule
-    phases: list[Any] | None = None  # sorted by at_epoch; the head always trains; e.g. [{at_epoch: 0, trainable: none}]
+    # sorted by at_epoch; the head always trains; e.g. [{at_epoch: 0, trainable: none}]
+    phases: list[Any] | None = None
     warmup_epochs: float = 0.0  # linear LR warmup of a stage after it unfreezes
 
     def to_phases(self, stage_names: Sequence[str]) -> list[Phase]:

@@ -29,9 +29,11 @@ AUX_LOGIT_MODELS = ("googlenet", "inception_v3")
 class ModelSettings:
     """`model=<name>`: which backbone, with which weights."""
 
-    backbone: str = "???"  # any name from ftlab.models.list_models() (torchvision classifiers, efficientnet_lite0)
+    # any name from ftlab.models.list_models() (torchvision classifiers, efficientnet_lite0)
+    backbone: str = "???"
     weights: str | None = "DEFAULT"  # weights enum member, null (random init) or a path to a state dict
-    bn_momentum: float | None = None  # momentum of every BatchNorm layer, e.g. 0.1; null = what the weights had
+    # momentum of every BatchNorm layer, e.g. 0.1; null = what the weights had
+    bn_momentum: float | None = None
 
     def __post_init__(self) -> None:
         if self.bn_momentum is not None and not 0.0 <= self.bn_momentum <= 1.0:

@@ -18,7 +18,8 @@ class LossSettings:
     """`loss`: cross-entropy options (timm/fastai recipes); both off by default."""
 
     label_smoothing: float = 0.0  # share of each target spread evenly over all classes (e.g. 0.1)
-    class_weights: Any = None  # null = unweighted | auto = inverse class frequency of the train split | [w0, ...]
+    # null = unweighted | auto = inverse class frequency of the train split | [w0, ...]
+    class_weights: Any = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:

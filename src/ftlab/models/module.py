@@ -50,7 +50,8 @@ class RuntimeSettings:
         if isinstance(value, dict) and set(value) <= {"backend", "mode"}:
             return dict(value)
         raise FtlabError(
-            f"runtime.compile={value!r}: give false, true or {{backend: <torch.compile backend>, mode: <mode>}},"
+            f"runtime.compile={value!r}: give false, true or "
+            "{backend: <torch.compile backend>, mode: <mode>},"
             " e.g. runtime.compile=true or runtime.compile='{backend: inductor, mode: max-autotune}'."
         )
 
@@ -69,7 +70,7 @@ def _settings(cls: type[S], given: S | Mapping[str, Any] | None, flat: dict[str,
     settings stored these keys flat, so they are taken (and removed) from `flat`."""
     if isinstance(given, cls):
         return given
-    values = dict(given or {})
+    values: dict[str, Any] = dict(given or {})  # type: ignore[arg-type]
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in flat:
             values[f.name] = flat.pop(f.name)

@@ -20,7 +20,11 @@ def recipe_callbacks(settings: TrainSettings, schedule: Schedule) -> list[Callba
     if stop.patience is not None:
         callbacks.append(
             PhaseAwareEarlyStopping(
-                schedule, monitor=stop.monitor, mode=stop.mode, patience=stop.patience, min_delta=stop.min_delta
+                schedule,
+                monitor=stop.monitor,
+                mode=stop.mode,
+                patience=stop.patience,
+                min_delta=stop.min_delta,
             )
         )
     if settings.finetune.lr_find:

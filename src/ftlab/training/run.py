@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,8 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from ftlab.callbacks.schedule import FinetuneSchedule as ScheduleCallback
-from ftlab.callbacks.summary import EpochSummary
-from ftlab.data import build_datamodule
+from ftlab.callbacks.summary import EpochSummary, ModelSummary
+from ftlab.data import ImageDataModule, build_datamodule
 from ftlab.errors import FtlabError, verbose_enabled
 from ftlab.features import attach_feature_cache
 from ftlab.finetune.phases import resolve_bn
@@ -73,7 +74,9 @@ def known_noise_filtered() -> Iterator[None]:
 def _instantiate_all(nodes: dict[str, Any] | None) -> list[Any]:
     """Instantiate every `_target_` entry of a group such as `callbacks` or `logger`."""
     return [
-        instantiate(entry, _convert_="all") for entry in (nodes or {}).values() if entry and "_target_" in entry
+        instantiate(entry, _convert_="all")
+        for entry in (nodes or {}).values()
+        if entry and "_target_" in entry
     ]
 
 
@@ -119,6 +122,24 @@ def warn_unreached_phases(schedule: ScheduleCallback, max_epochs: int | None) ->
             ", ".join(sorted(phase.trainable)) or "no stages",
             "s" if len(phase.trainable) == 1 else "",
         )
+
+
+def cap_log_interval(trainer_cfg: dict[str, Any], datamodule: ImageDataModule) -> None:
+    """`trainer.log_every_n_steps` no larger than the training batches of an epoch, so step-level logging
+    happens every epoch (with more steps Lightning warns that it logs nothing at step level)."""
+    datamodule.setup("fit")  # idempotent: the Trainer's own setup call finds the splits loaded
+    assert datamodule.train_set is not None
+    batches = math.ceil(len(datamodule.train_set) / datamodule.batch_size)
+    if "ddp" in str(trainer_cfg.get("strategy", "")) and isinstance(trainer_cfg.get("devices"), int):
+        batches = math.ceil(batches / max(1, trainer_cfg["devices"] * int(trainer_cfg.get("num_nodes", 1))))
+    limit = trainer_cfg.get("limit_train_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = int(batches * limit)
+    interval = trainer_cfg.get("log_every_n_steps")
+    if interval is not None and 0 < batches < interval:
+        trainer_cfg["log_every_n_steps"] = batches
 
 
 def resolve_ckpt_path(settings: TrainSettings) -> str | None:
@@ -172,6 +193,10 @@ def run(settings: TrainSettings) -> tuple[dict[str, float], dict[str, Any]]:
         module.compile_stages(**compile_cfg)
     summary = EpochSummary()
     callbacks = _instantiate_all(settings.callbacks) + [schedule, summary]
+    if trainer_cfg.get("enable_model_summary", True):  # ftlab's summary instead of Lightning's default one
+        callbacks.append(ModelSummary())  # (Lightning's would print "Total FLOPs: 0")
+        trainer_cfg["enable_model_summary"] = False
+    cap_log_interval(trainer_cfg, datamodule)
     callbacks += recipes.recipe_callbacks(settings, schedule)  # early stopping, LR finder, EMA
     loggers = _instantiate_all(settings.logger)
     with known_noise_filtered():

@@ -68,7 +68,8 @@ class TrainSettings:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)  # scheduler=<name>
     loss: LossSettings = field(default_factory=LossSettings)  # loss=default
     ema: EmaSettings = field(default_factory=EmaSettings)  # ema=default
-    early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)  # early_stopping=default
+    # early_stopping=default
+    early_stopping: EarlyStoppingSettings = field(default_factory=EarlyStoppingSettings)
     paths: PathsSettings = field(default_factory=PathsSettings)  # paths=default
     optimizer: Any = None  # a torch optimizer node (`_target_`, `_partial_: true`), built by Hydra
     trainer: Any = None  # Lightning Trainer arguments (`_target_: lightning.pytorch.Trainer`)

@@ -92,7 +92,9 @@ def test_tensor_source_round_trips_exactly_and_fingerprint_follows_chunk_content
     data[-1] ^= 0xFF  # one byte of the last image's PNG changes
     chunk.write_bytes(bytes(data))
     module = build_datamodule(
-        SETTINGS["litdata"](root=source.root, batch_size=4), LitdataSource(root=str(tmp_path / "chunks")), prep
+        SETTINGS["litdata"](root=source.root, batch_size=4),
+        LitdataSource(root=str(tmp_path / "chunks")),
+        prep,
     )
     module.setup()
     assert module.fingerprint("train") != before

@@ -71,7 +71,8 @@ class ImageFolderSource:
     train_size: int | None = None  # optional stratified cap on training images
     val_size: int | None = None  # optional stratified cap on validation images
     seed: int = 0
-    skip_bad_images: bool = False  # unreadable/corrupt images: false = stop before training naming them; true = skip and log them
+    # unreadable/corrupt images: false = stop before training naming them; true = skip and log them
+    skip_bad_images: bool = False
     fixed_size: bool = field(default=False, init=False)
     skipped: list[tuple[str, str]] = field(default_factory=list, init=False)
 
