@@ -10,6 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ftlab"
 # Lowest first; a module may import from its own layer or lower ones.
 LAYERS = [
     {"errors"},
+    {"io"},
     {"config"},
     {"data"},
     {"finetune"},

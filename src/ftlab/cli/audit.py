@@ -26,8 +26,8 @@ from ftlab.data import build_datamodule, build_source
 from ftlab.errors import FtlabError, report_errors
 from ftlab.inference.audit import AuditResult, PooledFeatures, audit, write_markdown, write_suspects
 from ftlab.inference.checkpoint import resolve_device
+from ftlab.models import preflight
 from ftlab.models.backbones import build
-from ftlab.training import preflight
 
 FORMATS = ("markdown", "json")
 

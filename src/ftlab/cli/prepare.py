@@ -17,7 +17,7 @@ from ftlab.data import build_source
 from ftlab.data.sources import Source
 from ftlab.data.sources.litdata import write_chunks
 from ftlab.errors import FtlabError, report_errors
-from ftlab.training import preflight
+from ftlab.models import preflight
 
 
 def _fetch_data(source: Source) -> None:

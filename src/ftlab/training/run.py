@@ -33,9 +33,10 @@ from ftlab.errors import FtlabError, verbose_enabled
 from ftlab.features import attach_feature_cache
 from ftlab.finetune.phases import build_phases, resolve_bn
 from ftlab.inference.checkpoint import require_same_classes
+from ftlab.models import preflight
 from ftlab.models.backbones import set_bn_momentum
 from ftlab.models.module import Classifier
-from ftlab.training import preflight, recipes
+from ftlab.training import recipes
 from ftlab.training.precision import check_precision, resolve_precision
 
 log = logging.getLogger(__name__)
