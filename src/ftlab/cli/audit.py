@@ -23,11 +23,12 @@ from omegaconf import DictConfig
 from ftlab.config.location import config_dir
 from ftlab.config.schemas import checked, checked_options
 from ftlab.data import build_datamodule, build_source
+from ftlab.data.audit import AuditResult, audit, write_markdown, write_suspects
 from ftlab.errors import FtlabError, report_errors
-from ftlab.inference.audit import AuditResult, PooledFeatures, audit, write_markdown, write_suspects
 from ftlab.inference.checkpoint import resolve_device
 from ftlab.models import preflight
 from ftlab.models.backbones import build
+from ftlab.models.stages import PooledFeatures
 
 FORMATS = ("markdown", "json")
 
