@@ -16,7 +16,7 @@ LAYERS = [
     {"finetune"},
     {"models"},
     {"features"},
-    {"callbacks", "inference", "runs", "training", "benchmark"},
+    {"callbacks", "inference", "runs", "loggers", "training", "benchmark"},
     {"cli"},
 ]
 ALIASES = {"train", "prepare", "predict", "eval", "export", "report", "bench", "audit"}
