@@ -6,7 +6,7 @@ import pytest
 
 from ftlab.callbacks.early_stopping import PhaseAwareEarlyStopping
 from ftlab.callbacks.ema import EMA
-from ftlab.callbacks.lr_finder import PhaseLRFinder
+from ftlab.callbacks.lr_finder import LRFinderCallback
 from ftlab.errors import FtlabError
 from ftlab.finetune.phases import Phase, Schedule
 from ftlab.training.recipes import loss_options, recipe_callbacks
@@ -32,7 +32,7 @@ def test_recipe_options_build_their_callbacks(compose_cfg):
         ]
     )
     callbacks = recipe_callbacks(cfg, SCHEDULE)
-    assert [type(c) for c in callbacks] == [PhaseAwareEarlyStopping, PhaseLRFinder, EMA]
+    assert [type(c) for c in callbacks] == [PhaseAwareEarlyStopping, LRFinderCallback, EMA]
     assert callbacks[0].patience == 2 and callbacks[2].decay == 0.998
     assert loss_options(cfg)["class_weights"] == [1.0, 2.0, 3.0]
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from ftlab.callbacks.early_stopping import PhaseAwareEarlyStopping
 from ftlab.callbacks.ema import EMA
-from ftlab.callbacks.lr_finder import PhaseLRFinder
+from ftlab.callbacks.lr_finder import LRFinderCallback
 from ftlab.config.schemas import checked
 from ftlab.errors import FtlabError
 from ftlab.finetune.phases import Schedule
@@ -46,7 +46,7 @@ def recipe_callbacks(cfg: DictConfig, schedule: Schedule) -> list[Callback]:
             )
         )
     if cfg.get("finetune") is not None and cfg.finetune.get("lr_find"):
-        callbacks.append(PhaseLRFinder(schedule))
+        callbacks.append(LRFinderCallback(schedule))
     ema = checked(cfg, "ema")
     if ema.decay is not None:
         callbacks.append(EMA(decay=float(ema.decay), warmup=ema.warmup))

@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ftlab.callbacks.schedule import FinetuneSchedule
+from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.callbacks.summary import EpochSummary
 from ftlab.config.schemas import (
     FinetuneSchema,
@@ -176,7 +176,7 @@ def build_module(cfg: DictConfig, class_names: list[str]) -> Classifier:
 
 def build_schedule(
     finetune: FinetuneSchema, stage_names: list[str], pretrained: bool = False
-) -> FinetuneSchedule:
+) -> ScheduleCallback:
     """The schedule callback from the checked `finetune` config (its strategy's own keys) and the stages;
     `pretrained` resolves `finetune.bn=auto` (logged)."""
     options = dataclasses.asdict(finetune)
@@ -186,10 +186,10 @@ def build_schedule(
     warmup_epochs = options.pop("warmup_epochs", 0.0)
     options.pop("lr_find", None)  # recipes: read by training/recipes.py, not a phase option
     phases = build_phases(strategy, stage_names, **options)
-    return FinetuneSchedule(phases, bn=bn, warmup_epochs=warmup_epochs)
+    return ScheduleCallback(phases, bn=bn, warmup_epochs=warmup_epochs)
 
 
-def warn_unreached_phases(schedule: FinetuneSchedule, max_epochs: int | None) -> None:
+def warn_unreached_phases(schedule: ScheduleCallback, max_epochs: int | None) -> None:
     """Log a warning for each phase that starts at or after `trainer.max_epochs`: its stages never train."""
     for phase in schedule.unreached(max_epochs):
         log.warning(
