@@ -4,25 +4,36 @@ itself back through others (no import circle)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ftlab"
-# Lowest first; a module may import from its own layer or lower ones.
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "ARCHITECTURE.md"
+# Lowest first. A module imports from its own package or from a lower layer, never from a higher one; packages
+# that share a layer are independent of each other (no imports between them either way).
 LAYERS = [
     {"errors"},
+    {"io"},
     {"config"},
     {"data"},
     {"finetune"},
     {"models"},
     {"features"},
-    {"callbacks", "inference", "runs", "training", "benchmark"},
+    {"inference", "loggers", "runs"},
+    {"callbacks"},
+    {"benchmark", "training"},
     {"cli"},
 ]
 ALIASES = {"train", "prepare", "predict", "eval", "export", "report", "bench", "audit"}
 
 
+def _package(module: str) -> str:
+    """`ftlab.x.y` -> `x`: the package (or top-level module) a module belongs to."""
+    return module.split(".")[1] if module.count(".") else ""
+
+
 def _layer(module: str) -> int:
-    top = module.split(".")[1] if module.count(".") else ""
+    top = _package(module)
     for i, names in enumerate(LAYERS):
         if top in names:
             return i
@@ -47,14 +58,32 @@ def _imports() -> dict[str, set[str]]:
 
 
 def test_imports_only_point_down_the_layers():
+    """Up a layer (inference -> training) or across one (inference -> runs): both point up."""
     wrong = [
         f"{module} -> {target}"
         for module, targets in _imports().items()
         if module != "ftlab"
         for target in targets
-        if _layer(target) > _layer(module)
+        if _package(target) != _package(module) and _layer(target) >= _layer(module)
     ]
-    assert not wrong, "imports pointing up a layer:\n" + "\n".join(sorted(wrong))
+    assert not wrong, "imports pointing up (or across) a layer:\n" + "\n".join(sorted(wrong))
+
+
+def test_layers_name_every_package_and_only_those():
+    tops = {p.stem for p in SRC.glob("*.py") if p.stem != "__init__"}
+    tops |= {p.parent.name for p in SRC.glob("*/__init__.py")}
+    named = set().union(*LAYERS)
+    assert tops - ALIASES == named, f"not in LAYERS: {tops - ALIASES - named}; gone: {named - tops}"
+
+
+def test_architecture_md_lists_the_same_packages_and_layers():
+    text = ARCHITECTURE.read_text()
+    tree = text[text.index("src/ftlab/\n") : text.index("src/hydra_plugins/")]
+    listed = set(re.findall(r"^  (\w+)(?:/|\.py) ", tree, flags=re.MULTILINE))
+    assert listed == set().union(*LAYERS), f"ARCHITECTURE.md's package list: {sorted(listed)}"
+    sentence = text[text.index("Layers, lowest first:") : text.index("A module imports")]
+    layers = [set(re.findall(r"`(\w+)`", part)) for part in sentence.split("<")]
+    assert layers == LAYERS, f"ARCHITECTURE.md's layers: {layers}"
 
 
 def test_no_import_circle():

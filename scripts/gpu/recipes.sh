@@ -28,7 +28,7 @@ declare -A ARMS=(
   [ema]="ema.decay=0.99"
 )
 ORDER=(baseline label_smoothing mixup ema)
-if grep -q "lr_find" conf/finetune/*.yaml 2>/dev/null; then ARMS[lr_find]="finetune.lr_find=true"; ORDER+=(lr_find); fi
+if grep -q "lr_find" src/ftlab/finetune/strategies.py 2>/dev/null; then ARMS[lr_find]="finetune.lr_find=true"; ORDER+=(lr_find); fi
 
 final_acc() {  # final and best val/acc from the run's metrics.csv
   $PY - "$1" <<'PYEOF'

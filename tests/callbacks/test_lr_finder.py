@@ -12,8 +12,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ftlab.callbacks.lr_finder import PhaseLRFinder
-from ftlab.finetune.lr_find import suggest, sweep
+from ftlab.callbacks.lr_finder import LRFinderCallback
+from ftlab.finetune.lr_suggestion import suggest, sweep
 from ftlab.finetune.phases import Phase, Schedule
 from tests.helpers.trainers import needs_gloo, quiet_cpu_trainer, two_cpu_ranks
 
@@ -62,7 +62,7 @@ def _trainer(epochs: int, callbacks: list[Callback], root=None) -> L.Trainer:
 
 
 def test_suggestion_falls_in_the_known_good_range():
-    finder = PhaseLRFinder(Schedule([Phase(0, frozenset())]), steps=60)
+    finder = LRFinderCallback(Schedule([Phase(0, frozenset())]), steps=60)
     _trainer(1, [finder]).fit(_Regression(), _data())
     assert 0.03 <= finder.choices[0] <= 1.0  # the base LR is 1.0: multiplier = LR
 
@@ -86,7 +86,7 @@ class _Snapshot(Callback):
 def test_state_after_the_test_equals_state_before_bit_for_bit():
     before, after = _Snapshot(), _Snapshot()
     schedule = Schedule([Phase(0, frozenset()), Phase(1, frozenset({"all"}))])
-    finder = PhaseLRFinder(schedule, steps=20)
+    finder = LRFinderCallback(schedule, steps=20)
     _trainer(2, [before, finder, after]).fit(_Regression(bn=True), _data())
     assert finder.tests_run == 2 and sorted(finder.choices) == [0, 1]
     for b, a in zip(before.states, after.states, strict=True):
@@ -99,11 +99,11 @@ def test_state_after_the_test_equals_state_before_bit_for_bit():
 
 def test_resume_reuses_the_choice(tmp_path):
     phases = [Phase(0, frozenset()), Phase(1, frozenset({"all"}))]
-    first = PhaseLRFinder(Schedule(list(phases)), steps=20)
+    first = LRFinderCallback(Schedule(list(phases)), steps=20)
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     _trainer(2, [first, checkpoint], tmp_path).fit(_Regression(), _data())
     schedule = Schedule(list(phases))
-    resumed = PhaseLRFinder(schedule, steps=20)
+    resumed = LRFinderCallback(schedule, steps=20)
     _trainer(3, [resumed], tmp_path).fit(_Regression(), _data(), ckpt_path=tmp_path / "last.ckpt")
     assert resumed.tests_run == 0 and resumed.choices == first.choices
     assert [p.lr_mult for p in schedule.phases] == [first.choices[0], first.choices[1]]
@@ -133,7 +133,7 @@ def _sweep_in_fit(init: dict, n: int, batch_size: int, accumulate: int):
     """One range test inside a real fit: its recorded losses, and the weights after each of its steps."""
     module = _Regression()
     module.load_state_dict(init)
-    finder, weights = PhaseLRFinder(Schedule([Phase(0, frozenset())]), **SWEEP), _WeightsAfterEachStep()
+    finder, weights = LRFinderCallback(Schedule([Phase(0, frozenset())]), **SWEEP), _WeightsAfterEachStep()
     trainer = quiet_cpu_trainer(
         max_epochs=1, limit_train_batches=2, accumulate_grad_batches=accumulate, callbacks=[weights, finder]
     )
@@ -199,7 +199,7 @@ class _RankScaledData(_Regression):
 class _WriteRankFindings(Callback):
     """Each rank writes `rank<r>.json`: its finder's choices, its schedule's lr_mults, its own loss curves."""
 
-    def __init__(self, finder: PhaseLRFinder, out_dir) -> None:
+    def __init__(self, finder: LRFinderCallback, out_dir) -> None:
         self.finder, self.out_dir = finder, out_dir
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -216,7 +216,7 @@ def test_two_ranks_apply_rank_zeros_suggestion_in_every_phase(tmp_path, monkeypa
     """2 gloo ranks with different data: each runs its own range test, and both take rank 0's suggestion,
     per phase, although rank 1's own curve (through the same `suggest`) points elsewhere."""
     phases = [Phase(0, frozenset()), Phase(1, frozenset({"all"}))]
-    finder = PhaseLRFinder(Schedule(phases), steps=30, low=0.1, high=1e4)
+    finder = LRFinderCallback(Schedule(phases), steps=30, low=0.1, high=1e4)
     trainer = two_cpu_ranks(
         monkeypatch,
         max_epochs=2,
@@ -250,7 +250,7 @@ def test_range_test_batches_follow_the_balanced_sampler():
         trainer = SimpleNamespace(
             train_dataloader=loader, datamodule=SimpleNamespace(seed=0), current_epoch=0
         )
-        batches = PhaseLRFinder(Schedule([Phase(0, frozenset())]))._batches(trainer)
+        batches = LRFinderCallback(Schedule([Phase(0, frozenset())]))._batches(trainer)
         drawn = torch.cat([next(batches)[1] for _ in range(40)])  # 2,000 draws
         counts[name] = torch.bincount(drawn, minlength=2).float() / len(drawn)
     assert abs(float(counts["random"][1]) - 0.1) < 0.03

@@ -120,7 +120,7 @@ def test_pretrained_vs_scratch_sweep_prints_the_comparison(tmp_path):
 def test_offline_error_points_to_the_demo(tmp_path, monkeypatch):
     """When CIFAR-10 and torchvision weights are out of reach, the preflight names the offline demo."""
     from ftlab.data.sources.cifar10 import Cifar10Source
-    from ftlab.training import preflight
+    from ftlab.models import preflight
 
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")

@@ -59,7 +59,7 @@ def test_cached_features_are_drawn_balanced_too():
     from ftlab.data import ImageDataModule
     from ftlab.data.preprocessing import Preprocessing
     from ftlab.data.sources.synthetic import SyntheticSource
-    from ftlab.features.cache import CachedFeatures
+    from ftlab.features.store import CachedFeatures
 
     features = CachedFeatures(torch.randn(1, len(LABELS), 4), LABELS, random_view=False)
 

@@ -8,7 +8,7 @@ import torch
 import torchvision
 from lightning.pytorch.callbacks import Callback
 
-from ftlab.callbacks.schedule import FinetuneSchedule
+from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.data import ImageDataModule
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.sources.synthetic import SyntheticSource
@@ -43,7 +43,7 @@ def _run(
 ):
     L.seed_everything(0)
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=48)
-    schedule = FinetuneSchedule(build_phases(strategy, module.trainable_stage_names, **phase_kwargs))
+    schedule = ScheduleCallback(build_phases(strategy, module.trainable_stage_names, **phase_kwargs))
     dm = ImageDataModule(
         SyntheticSource(train_size=32, val_size=16),
         module.preprocessing,
@@ -106,7 +106,7 @@ def test_full_training_and_bn_train_are_never_cached():
     assert record.cached_batches == 0
     L.seed_everything(0)
     module = Classifier("resnet18", ["a", "b"], weights=None, image_size=32)
-    schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names), bn="train")
+    schedule = ScheduleCallback(build_phases("linear_probe", module.trainable_stage_names), bn="train")
     dm = ImageDataModule(SyntheticSource(train_size=8, val_size=8), module.preprocessing, augment="none")
     dm.setup()
     assert FeatureCache(CacheSettings(), module, schedule, dm, "/tmp").plan(3)["train"].segments == []
@@ -176,7 +176,7 @@ def test_planned_boundary_at_shipped_defaults_trains_like_images_and_val_acc_is_
 def _val_cache(weights, tmp_path, seed: int = 0, workers: int = 0):
     torch.manual_seed(seed)
     module = Classifier("resnet18", ["a", "b", "c"], weights=weights, image_size=32)
-    schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
+    schedule = ScheduleCallback(build_phases("linear_probe", module.trainable_stage_names))
     dm = ImageDataModule(
         SyntheticSource(train_size=16, val_size=12),
         module.preprocessing,
@@ -250,7 +250,7 @@ class _SlowImages(FeatureCache):
 def test_each_build_line_times_its_own_build(caplog):
     torch.manual_seed(0)
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=32)
-    schedule = FinetuneSchedule(build_phases("gradual", module.trainable_stage_names, every=1))
+    schedule = ScheduleCallback(build_phases("gradual", module.trainable_stage_names, every=1))
     dm = ImageDataModule(SyntheticSource(train_size=16, val_size=12), module.preprocessing, augment="none")
     dm.setup()
     cache = _SlowImages(CacheSettings(cache="memory"), module, schedule, dm, "/nonexistent")
@@ -271,7 +271,7 @@ def test_under_mixed_precision_the_cache_holds_what_training_would_compute(tmp_p
     training runs them on images (plain torch.autocast reference); fp32 activations would differ."""
     L.seed_everything(0)
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=48)
-    schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
+    schedule = ScheduleCallback(build_phases("linear_probe", module.trainable_stage_names))
     dm = ImageDataModule(SyntheticSource(train_size=16, val_size=8), module.preprocessing, augment="none")
     cache = attach_feature_cache(module, schedule, dm, CacheSettings(cache="memory"), str(tmp_path))
     trainer = quiet_cpu_trainer(max_epochs=1, precision="bf16-mixed", callbacks=[schedule])

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 
-from ftlab.callbacks.schedule import FinetuneSchedule
+from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.data import ImageDataModule
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.errors import FtlabError
@@ -56,7 +56,7 @@ def test_strategies_compile_to_phases():
 
 
 def test_lr_factor_warms_up_a_stage_after_it_unfreezes():
-    schedule = FinetuneSchedule(build_phases("gradual", RESNET, every=2), warmup_epochs=1.0)
+    schedule = ScheduleCallback(build_phases("gradual", RESNET, every=2), warmup_epochs=1.0)
     assert schedule.lr_factor("layer4", 1, 0.5) == 0.0  # still frozen
     assert schedule.lr_factor("layer4", 2, 0.25) == pytest.approx(0.25)
     assert schedule.lr_factor("layer4", 3, 0.5) == 1.0
@@ -75,7 +75,7 @@ def _module(**kwargs) -> Classifier:
     return Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=32, **kwargs)
 
 
-def _trainer(epochs: int, schedule: FinetuneSchedule, root: Path | None = None, **kwargs) -> L.Trainer:
+def _trainer(epochs: int, schedule: ScheduleCallback, root: Path | None = None, **kwargs) -> L.Trainer:
     callbacks: list[Callback] = [schedule]
     if root is not None:
         callbacks.append(ModelCheckpoint(dirpath=root, save_last=True, save_top_k=0))
@@ -103,7 +103,7 @@ def _bn_stats(state: dict[str, torch.Tensor]) -> list[str]:
 def test_bn_frozen_keeps_frozen_stages_bit_identical():
     module = _module()
     before = _snapshot(module, RESNET)
-    _trainer(1, FinetuneSchedule(build_phases("gradual", RESNET, every=1), bn="frozen")).fit(
+    _trainer(1, ScheduleCallback(build_phases("gradual", RESNET, every=1), bn="frozen")).fit(
         module, _data(module)
     )
     after = _snapshot(module, RESNET)
@@ -113,7 +113,7 @@ def test_bn_frozen_keeps_frozen_stages_bit_identical():
 def test_bn_train_updates_statistics_of_frozen_stages_but_not_weights():
     module = _module()
     before = _snapshot(module, RESNET)
-    _trainer(1, FinetuneSchedule(build_phases("linear_probe", RESNET), bn="train")).fit(module, _data(module))
+    _trainer(1, ScheduleCallback(build_phases("linear_probe", RESNET), bn="train")).fit(module, _data(module))
     after = _snapshot(module, RESNET)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert set(_bn_stats(before)) <= changed | {k for k in before if k.endswith("num_batches_tracked")}
@@ -123,7 +123,7 @@ def test_bn_train_updates_statistics_of_frozen_stages_but_not_weights():
 def test_bn_all_frozen_fixes_statistics_of_training_stages():
     module = _module()
     before = _snapshot(module, RESNET)
-    _trainer(1, FinetuneSchedule(build_phases("full", RESNET), bn="all_frozen")).fit(module, _data(module))
+    _trainer(1, ScheduleCallback(build_phases("full", RESNET), bn="all_frozen")).fit(module, _data(module))
     after = _snapshot(module, RESNET)
     assert all(torch.equal(before[k], after[k]) for k in _bn_stats(before))
     assert not torch.equal(before["layer1.0.conv1.weight"], after["layer1.0.conv1.weight"])
@@ -155,7 +155,7 @@ class _Watch(Callback):
 def test_unfreezing_never_rebuilds_the_optimizer_and_trains_exactly_the_phase_stages():
     module = _module()
     watch = _Watch()
-    schedule = FinetuneSchedule(build_phases("gradual", RESNET, milestones=[1, 2]), warmup_epochs=0.5)
+    schedule = ScheduleCallback(build_phases("gradual", RESNET, milestones=[1, 2]), warmup_epochs=0.5)
     trainer = _trainer(3, schedule)
     trainer.callbacks.append(watch)
     trainer.fit(module, _data(module))
@@ -179,8 +179,8 @@ def test_param_groups_decay_lr_and_skip_weight_decay_on_norm_and_bias():
     assert counted == sum(p.numel() for p in module.parameters())  # each parameter exactly once
 
 
-def _schedule() -> FinetuneSchedule:
-    return FinetuneSchedule(build_phases("freeze_unfreeze", RESNET, unfreeze_at_epoch=1), warmup_epochs=1.5)
+def _schedule() -> ScheduleCallback:
+    return ScheduleCallback(build_phases("freeze_unfreeze", RESNET, unfreeze_at_epoch=1), warmup_epochs=1.5)
 
 
 def _cosine(optimizer):
@@ -217,7 +217,7 @@ def test_schedule_runs_on_other_families(name):
     size = 224 if name.startswith("vit") else 32
     module = Classifier(name, ["a", "b"], weights=None, image_size=size)
     stages = module.trainable_stage_names
-    schedule = FinetuneSchedule(build_phases("gradual", stages, every=1))
+    schedule = ScheduleCallback(build_phases("gradual", stages, every=1))
     dm = ImageDataModule(
         SyntheticSource(num_classes=2, train_size=4, val_size=2, size=size),
         module.preprocessing,
@@ -236,7 +236,7 @@ def test_linear_probe_trains_only_the_head():
     module = _module()
     head_before = module.head.weight.detach().clone()
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
-    _trainer(1, FinetuneSchedule(build_phases("linear_probe", RESNET))).fit(module, _data(module))
+    _trainer(1, ScheduleCallback(build_phases("linear_probe", RESNET))).fit(module, _data(module))
     changed = {k for k, v in module.net.state_dict().items() if not torch.equal(before[k], v)}
     assert changed == {"fc.weight", "fc.bias"}
     assert not torch.equal(head_before, module.head.weight)
@@ -254,7 +254,7 @@ def test_compiled_training_recompiles_on_unfreeze_and_checkpoints_load_uncompile
             module.compile_stages(backend="aot_eager")
         trainer = _trainer(
             2,
-            FinetuneSchedule(build_phases("freeze_unfreeze", RESNET, unfreeze_at_epoch=1)),
+            ScheduleCallback(build_phases("freeze_unfreeze", RESNET, unfreeze_at_epoch=1)),
             root=tmp_path / str(compiled),
         )
         trainer.fit(module, _data(module))
@@ -305,7 +305,7 @@ def test_step_schedulers_keep_each_groups_own_peak():
 
 def test_unreached_phases_are_those_starting_at_or_after_max_epochs():
     phases = build_phases("gradual", RESNET, every=2)  # head, then one more stage every 2 epochs
-    schedule = FinetuneSchedule(phases)
+    schedule = ScheduleCallback(phases)
     starts = sorted(p.at_epoch for p in schedule.phases)
     for max_epochs in range(0, starts[-1] + 2):
         expected = [s for s in starts if s >= max_epochs]

@@ -30,7 +30,7 @@ def test_trainer_presets_train_on_the_gpu(tmp_path, preset):
 def test_cached_features_live_on_the_gpu():
     import lightning as L
 
-    from ftlab.callbacks.schedule import FinetuneSchedule
+    from ftlab.callbacks.schedule import ScheduleCallback
     from ftlab.data import ImageDataModule
     from ftlab.data.sources.synthetic import SyntheticSource
     from ftlab.features.cache import attach_feature_cache
@@ -39,7 +39,7 @@ def test_cached_features_live_on_the_gpu():
     from ftlab.models.module import Classifier
 
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, image_size=64)
-    schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
+    schedule = ScheduleCallback(build_phases("linear_probe", module.trainable_stage_names))
     dm = ImageDataModule(SyntheticSource(train_size=32, val_size=16), module.preprocessing, batch_size=8)
     cache = attach_feature_cache(
         module, schedule, dm, CacheSettings(cache="memory"), "/tmp"

@@ -15,7 +15,10 @@ import torch
 import torchvision
 from PIL import Image
 
+from ftlab.callbacks.lr_finder import LRFinderCallback
+from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.data.sources.synthetic import SyntheticSource
+from ftlab.finetune.phases import build_phases
 from ftlab.inference.checkpoint import TrainedModel
 from ftlab.models.module import Classifier
 from tests.helpers.cli import run_clis
@@ -83,3 +86,14 @@ def test_old_checkpoint_through_predict_eval_and_export(tmp_path):
     assert (tmp_path / "eval" / "metrics.json").is_file(), evaluate.stdout[-2000:]
     scripted = torch.jit.load(str(tmp_path / "old.pt"))
     assert scripted(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+
+def test_old_checkpoint_callback_states_keep_their_keys_after_the_renames():
+    """Lightning finds a callback's saved state by `state_key`: the renamed callbacks (ScheduleCallback,
+    once FinetuneSchedule; LRFinderCallback, once PhaseLRFinder) keep the keys old checkpoints hold."""
+    checkpoint = torch.load(FIXTURE, map_location="cpu", weights_only=False)
+    module = Classifier.load_from_checkpoint(FIXTURE, map_location="cpu", weights=None)
+    phases = build_phases("freeze_unfreeze", module.trainable_stage_names, unfreeze_at_epoch=1)
+    schedule = ScheduleCallback(phases, bn="frozen", warmup_epochs=0.5)
+    assert checkpoint["callbacks"][schedule.state_key] == schedule.state_dict()
+    assert LRFinderCallback(schedule).state_key == "PhaseLRFinder"

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from ftlab.callbacks.schedule import FinetuneSchedule
+from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.data import ImageDataModule
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.finetune.strategies import build_phases
@@ -31,7 +31,7 @@ def _train(batch_size: int, accumulate: int) -> dict[str, torch.Tensor]:
     # BatchNorm in eval mode everywhere (all_frozen): no batch statistics, so a batch's gradient is the
     # mean of its images' gradients, and halves of a batch add up to it
     phases = build_phases("freeze_unfreeze", module.trainable_stage_names, unfreeze_at_epoch=1)
-    schedule = FinetuneSchedule(phases, bn="all_frozen", warmup_epochs=0.5)
+    schedule = ScheduleCallback(phases, bn="all_frozen", warmup_epochs=0.5)
     data = ImageDataModule(
         SyntheticSource(train_size=32, val_size=8),
         module.preprocessing,

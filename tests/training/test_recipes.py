@@ -7,7 +7,7 @@ import torch
 
 from ftlab.callbacks.early_stopping import PhaseAwareEarlyStopping
 from ftlab.callbacks.ema import EMA
-from ftlab.callbacks.lr_finder import PhaseLRFinder
+from ftlab.callbacks.lr_finder import LRFinderCallback
 from ftlab.config.check import check_command_line
 from ftlab.errors import FtlabError
 from ftlab.finetune.phases import Phase, Schedule
@@ -40,7 +40,7 @@ def test_recipe_options_build_their_callbacks(compose_cfg):
     )
     settings = load_settings(cfg)
     callbacks = recipe_callbacks(settings, SCHEDULE)
-    assert [type(c) for c in callbacks] == [PhaseAwareEarlyStopping, PhaseLRFinder, EMA]
+    assert [type(c) for c in callbacks] == [PhaseAwareEarlyStopping, LRFinderCallback, EMA]
     assert callbacks[0].patience == 2 and callbacks[2].decay == 0.998
     module = Classifier("resnet18", ["a", "b", "c"], weights=None, loss=settings.loss)
     assert module.criterion.label_smoothing == 0.1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ftlab.callbacks.schedule import FinetuneSchedule
+from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.finetune.strategies import build_phases
 from ftlab.training.run import train, warn_unreached_phases
 from tests.helpers.cli import TINY
@@ -24,7 +24,7 @@ def test_same_seed_same_run_different_seed_different_run(compose_cfg):
 
 def test_a_phase_past_max_epochs_is_named_in_a_warning(caplog):
     stages = ["stem", "layer1", "layer2", "layer3", "layer4"]
-    schedule = FinetuneSchedule(build_phases("last_stages", stages, top_k=1, unfreeze_at_epoch=3))
+    schedule = ScheduleCallback(build_phases("last_stages", stages, top_k=1, unfreeze_at_epoch=3))
     with caplog.at_level("WARNING", logger="ftlab.training.run"):
         warn_unreached_phases(schedule, 10)
     assert not caplog.records  # the phase from epoch 3 runs

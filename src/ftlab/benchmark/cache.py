@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ftlab.benchmark.loops import quiet_trainer
 from ftlab.benchmark.settings import LR, WEIGHT_DECAY, Settings, sync
-from ftlab.callbacks.schedule import FinetuneSchedule
+from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.data import ImageDataModule
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.features.cache import FeatureCache
@@ -31,7 +31,7 @@ CacheFactory = Callable[..., Any]
 def attach_cache(
     dm: ImageDataModule,
     module: Classifier,
-    schedule: FinetuneSchedule,
+    schedule: ScheduleCallback,
     mode: str,
     dtype: str,
     factory: CacheFactory = FeatureCache,
@@ -100,7 +100,7 @@ def frozen_run(
         optimizer=functools.partial(torch.optim.AdamW, lr=LR, weight_decay=WEIGHT_DECAY),
         channels_last=s.channels_last,
     )
-    schedule = FinetuneSchedule(build_phases("linear_probe", module.trainable_stage_names))
+    schedule = ScheduleCallback(build_phases("linear_probe", module.trainable_stage_names))
     val = max(8, s.cache_images * 6 // 10)
     source = SyntheticSource(num_classes=3, train_size=s.cache_images, val_size=val, size=32)
     dm = ImageDataModule(

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from ftlab.benchmark.settings import LR, WEIGHT_DECAY, Settings, sync
-from ftlab.callbacks.schedule import FinetuneSchedule
+from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.data import ImageDataModule
 from ftlab.data import transforms as tf
 from ftlab.data.sources.synthetic import SyntheticSource
@@ -136,7 +136,7 @@ def ftlab_module(name: str, s: Settings) -> Classifier:
 def ftlab_loop(name: str, s: Settings, device: torch.device) -> float:
     """images/s of ftlab's LightningModule + DataModule hooks on the same data, model and optimizer."""
     module = ftlab_module(name, s)
-    schedule = FinetuneSchedule(build_phases("full", module.trainable_stage_names))
+    schedule = ScheduleCallback(build_phases("full", module.trainable_stage_names))
     dm = ImageDataModule(SyntheticSource(train_size=8, val_size=8), module.preprocessing, augment="none")
     images, labels = batches(device, s.batch_size, s.steps)
     dm.train_dataloader = lambda: DataLoader(_DeviceBatches(images, labels), batch_size=None)  # type: ignore[method-assign]

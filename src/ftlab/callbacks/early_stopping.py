@@ -50,9 +50,9 @@ class PhaseAwareEarlyStopping(EarlyStopping):
 
     def _phase_of(self, trainer: L.Trainer) -> int:
         if self.schedule is None:
-            from ftlab.callbacks.schedule import FinetuneSchedule  # the run's schedule callback
+            from ftlab.callbacks.schedule import ScheduleCallback  # the run's schedule callback
 
-            found = [c for c in trainer.callbacks if isinstance(c, FinetuneSchedule)]  # type: ignore[attr-defined]
+            found = [c for c in trainer.callbacks if isinstance(c, ScheduleCallback)]  # type: ignore[attr-defined]
             self.schedule = found[0] if found else Schedule([])
         if not self.schedule.phases:
             return 0

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomS
 
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.sampling import BalancedSampler, epoch_seed
-from ftlab.finetune.lr_find import suggest, sweep
+from ftlab.finetune.lr_suggestion import suggest, sweep
 from ftlab.finetune.param_groups import HEAD
 from ftlab.finetune.phases import Schedule
 
@@ -56,9 +56,9 @@ def curve_image(mults: np.ndarray, losses: list[float], chosen: float, title: st
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-class PhaseLRFinder(Callback):
-    """LR range test per phase of the schedule; the suggestion (`ftlab.finetune.lr_find.suggest`) replaces
-    the phase's `lr_mult`.
+class LRFinderCallback(Callback):
+    """LR range test per phase of the schedule; the suggestion (the pure rule
+    `ftlab.finetune.lr_suggestion.suggest`) replaces the phase's `lr_mult`.
 
     At the first epoch of each phase, `steps` optimizer steps sweep the phase's LR multiplier from `low` to
     `high` (log scale) over shuffled training batches (class-balanced draws under `data.sampler=balanced`);
@@ -186,6 +186,12 @@ class PhaseLRFinder(Callback):
             optimizer.zero_grad(set_to_none=True)
             _set_rng_state(saved[2])
         return losses
+
+    @property
+    def state_key(self) -> str:
+        # Checkpoints keep this state under the class's former name, so checkpoints written before the
+        # rename (and after it) resume with their choices.
+        return "PhaseLRFinder"
 
     def state_dict(self) -> dict[str, Any]:
         return {"choices": {str(k): v for k, v in self.choices.items()}}

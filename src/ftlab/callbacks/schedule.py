@@ -13,19 +13,25 @@ from ftlab.models.module import Classifier, batches_per_epoch
 def _classifier(pl_module: L.LightningModule) -> Classifier:
     if not isinstance(pl_module, Classifier):
         raise FtlabError(
-            f"FinetuneSchedule drives an ftlab Classifier, got {type(pl_module).__name__}: build the model "
+            f"ScheduleCallback drives an ftlab Classifier, got {type(pl_module).__name__}: build the model "
             "with ftlab.models.module.Classifier."
         )
     return pl_module
 
 
-class FinetuneSchedule(Schedule, Callback):
+class ScheduleCallback(Schedule, Callback):
     """Applies the phase of each epoch (see `Schedule`) during training.
 
     At fit start it hands itself to the module (`Classifier.follow`), which asks it for each stage's LR
     factor at every optimizer step. Logs `finetune/phase`, `finetune/trainable_params` and `lr/<stage>`;
     its state (the phases) goes into checkpoints, and everything else is rebuilt from the epoch on resume.
     """
+
+    @property
+    def state_key(self) -> str:
+        # Checkpoints keep this state under the class's former name, so checkpoints written before the
+        # rename (tests/fixtures/before_layout_shufflenet.ckpt) and after it resume with their phases.
+        return "FinetuneSchedule"
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         module = _classifier(pl_module)

@@ -24,12 +24,13 @@ from ftlab.config.check import check_command_line, command_options
 from ftlab.config.location import config_dir
 from ftlab.config.registry import register
 from ftlab.data import build_datamodule, build_source
+from ftlab.data.audit import AuditResult, audit, write_markdown, write_suspects
 from ftlab.data.settings import DataSettings
 from ftlab.errors import FtlabError, report_errors
-from ftlab.inference.audit import AuditResult, PooledFeatures, audit, write_markdown, write_suspects
 from ftlab.inference.checkpoint import resolve_device
+from ftlab.models import preflight
 from ftlab.models.backbones import ModelSettings, build
-from ftlab.training import preflight as assets
+from ftlab.models.stages import PooledFeatures
 from ftlab.training.settings import PathsSettings
 
 FORMATS = ("markdown", "json")
@@ -72,7 +73,7 @@ def run_audit(cfg: DictConfig) -> tuple[AuditResult, dict[str, Any], AuditOption
         )
     model = options.model
     source = build_source(options.data, options.seed)
-    assets.check(source, model.backbone, model.weights)
+    preflight.check(source, model.backbone, model.weights)
     backbone = build(model.backbone, model.weights, len(source.classes))
     preprocessing = backbone.preprocessing.at_size(options.data.image_size)
     datamodule = build_datamodule(options.data, source, preprocessing, seed=options.seed)

@@ -19,7 +19,7 @@ from ftlab.data import build_source
 from ftlab.data.sources import Source
 from ftlab.data.sources.litdata import write_chunks
 from ftlab.errors import FtlabError, report_errors
-from ftlab.training import preflight as assets
+from ftlab.models import preflight
 from ftlab.training.settings import load_settings
 
 
@@ -53,7 +53,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         )
         return
     model = settings.model
-    for asset in assets.fetch_missing(source, model.backbone, model.weights):
+    for asset in preflight.fetch_missing(source, model.backbone, model.weights):
         console.print(f"ready: {asset.description}: {asset.path}")
 
 

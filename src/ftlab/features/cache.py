@@ -1,86 +1,36 @@
 """Cached activations of the frozen prefix of the backbone, planned once for the whole schedule.
 
 While the first k stages are frozen and in eval mode, their output for an image is a pure function of
-the (preprocessed) image. `planner.plan` decides from the schedule, before epoch 0, which boundary each
-stretch of epochs caches; this module builds those caches (from images, from disk, or derived from a
-shallower cache), and serves `FeatureBatch`es that tell the module where in the network they start.
+the (preprocessed) image. `FeatureCache` ties the jobs together and logs what each did: `planner` decides
+from the schedule, before epoch 0, which boundary each stretch of epochs caches; `store` keys and keeps the
+caches (memory or disk); `build` computes a cache from images (or loads its file); `derive` computes a deeper
+cache from a shallower one. It serves `FeatureBatch`es that tell the module where in the network they start.
 Horizontal-flip augmentation has exactly two outcomes, so it is cached as two views per image and drawn
 with the same random stream as the uncached pipeline; other augmentations are not cached.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.data import DataLoader
 
 from ftlab.data.batches import CollateFeatures
 from ftlab.data.datamodule import ImageDataModule
 from ftlab.data.sampling import EpochSampler
-from ftlab.errors import FtlabError
-from ftlab.features import planner
+from ftlab.features import build, derive, planner
 from ftlab.features.planner import Plan, Segment
 from ftlab.features.settings import CacheSettings
+from ftlab.features.store import Built, FeatureStore, Refused
 from ftlab.finetune.phases import Schedule
 from ftlab.models.module import Classifier
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "off", "memory", "disk")
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-DTYPE_CHOICES = ("auto", *DTYPES)  # auto: float32 when it fits features.max_memory_gb, else float16
 OPEN_ENDED_EPOCHS = 1000  # planning horizon of a run without max_epochs (Lightning's own default)
-
-
-class CachedFeatures(Dataset):
-    """(features, label) pairs; with two views per image, a fair coin picks the flipped one, as
-    RandomHorizontalFlip would (same `torch.rand(1) < 0.5` draw per sample).
-
-    A disk cache is a memory-mapped file: worker processes reopen the map instead of copying the tensor.
-    """
-
-    def __init__(
-        self, features: torch.Tensor, labels: torch.Tensor, random_view: bool, path: Path | None = None
-    ) -> None:
-        self.features, self.labels, self.random_view, self.path = features, labels, random_view, path
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
-        view = 0
-        if self.random_view and self.features.shape[0] > 1:
-            view = int(torch.rand(1).item() < 0.5)
-        return self.features[view, idx], int(self.labels[idx])
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        if self.path is not None:
-            state["features"] = None  # reopened as a map in the receiving process
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.path is not None:
-            self.features = torch.load(self.path, map_location="cpu", mmap=True, weights_only=True)
-
-
-@dataclass
-class Built:
-    """A materialised cache: the segment it serves, its dataset and where it lives."""
-
-    segment: Segment
-    dataset: CachedFeatures
-    where: str
 
 
 class FeatureCache:
@@ -94,18 +44,14 @@ class FeatureCache:
         datamodule: ImageDataModule,
         data_dir: str,
     ) -> None:
-        if config.cache not in MODES:
-            raise FtlabError(f"features.cache={config.cache!r} is not one of {', '.join(MODES)}.")
-        if config.dtype not in DTYPE_CHOICES:
-            raise FtlabError(f"features.dtype={config.dtype!r} is not one of {', '.join(DTYPE_CHOICES)}.")
         self.config, self.module, self.schedule, self.datamodule = config, module, schedule, datamodule
         self.root = Path(config.dir or Path(data_dir) / ".ftlab_features")
+        self.store = FeatureStore(config, module, datamodule, self.root)
         self.disabled_reason: str | None = "features.cache=off" if config.cache == "off" else None
         self.plans: dict[str, Plan] = {}
         self.boundaries: list[int] = []
         self.built: dict[str, dict[Segment, Built | None]] = {"train": {}, "val": {}}
         self.entries: dict[str, Built] = {}  # what each split is served from now
-        self._stage_hashes: list[str] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -124,18 +70,6 @@ class FeatureCache:
 
     # -- planning ----------------------------------------------------------------------------------------
 
-    def stage_costs(self) -> list[float]:
-        """Forward FLOPs of each stage for one image (torch's FlopCounterMode), what caching saves."""
-        size = self.module.preprocessing.crop_size
-        x = torch.zeros(1, 3, size, size, device=self.module.device)
-        costs = []
-        with self._eval(list(self.module.stages.values())), torch.no_grad():
-            for stage in self.module.stages.values():
-                with FlopCounterMode(display=False) as counter:
-                    x = stage(x)
-                costs.append(float(counter.get_total_flops()))
-        return costs
-
     def plan(self, epochs: int | None) -> dict[str, Plan]:
         """The plan of both splits over `epochs` (None or < 0: open-ended), made once per horizon."""
         horizon = OPEN_ENDED_EPOCHS if epochs is None or epochs < 0 else epochs
@@ -144,7 +78,7 @@ class FeatureCache:
         names = list(self.module.stages)
         has_params = [any(True for _ in s.parameters()) for s in self.module.stages.values()]
         self.boundaries = planner.frozen_boundaries(self.schedule, has_params, names, horizon)
-        costs = self.stage_costs() if any(self.boundaries) else [1.0] * len(names)
+        costs = build.stage_costs(self.module) if any(self.boundaries) else [1.0] * len(names)
         self.plans = {}
         for split in ("train", "val"):
             views = self.views(split)
@@ -194,7 +128,7 @@ class FeatureCache:
         return [
             b
             for b in sorted(set(self.boundaries) - {0})
-            if (self.root / (self._key(split, b, views, self._dtype_name(split, b, views)) + ".pt")).is_file()
+            if self.store.path(self._key(split, b, views, self._dtype_name(split, b, views))).is_file()
         ]
 
     # -- serving -----------------------------------------------------------------------------------------
@@ -235,18 +169,12 @@ class FeatureCache:
 
     def _release(self, split: str, epoch: int) -> None:
         """Drop caches whose epochs are over and that no current or later segment derives from."""
-        needed: set[Segment] = set()
-        for seg in self.plans[split].segments:
-            if seg.stop > epoch:
-                node: Segment | None = seg
-                while node is not None:
-                    needed.add(node)
-                    node = node.parent
+        needed = self.plans[split].needed(epoch)
         for seg in list(self.built[split]):
             if seg not in needed:
                 del self.built[split][seg]
 
-    # -- building ----------------------------------------------------------------------------------------
+    # -- building (build.py, derive.py), keys and storage (store.py) -------------------------------------
 
     def _materialize(self, split: str, segment: Segment) -> Built | None:
         if segment in self.built[split]:
@@ -281,178 +209,27 @@ class FeatureCache:
         return built
 
     def _dtype_name(self, split: str, boundary: int, views: int) -> str:
-        """features.dtype, with `auto` resolved: float32 when it fits the memory budget, else float16."""
-        if self.config.dtype != "auto":
-            return self.config.dtype
-        sample = self._compute(split, boundary, 1, limit=1, dtype=torch.float32)
-        total = sample[0, 0].numel() * 4 * len(self.datamodule.raw_labels(split)) * views
-        return "float32" if total <= self.config.max_memory_gb * 2**30 else "float16"
-
-    def _stage_digests(self) -> list[str]:
-        """A content digest per stage (parameters and buffers), computed once: what the cache depends on."""
-        if self._stage_hashes is None:
-            self._stage_hashes = []
-            for stage in self.module.stages.values():
-                digest = hashlib.sha1()
-                for name, tensor in stage.state_dict().items():
-                    flat = tensor.detach().contiguous().reshape(-1).cpu()
-                    digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
-                    digest.update(flat.view(torch.uint8).numpy().tobytes())
-                self._stage_hashes.append(digest.hexdigest())
-        return self._stage_hashes
+        """features.dtype, with `auto` resolved (`build.resolve_dtype`)."""
+        return build.resolve_dtype(self.config, self.module, self.datamodule, split, boundary, views)
 
     def _key(self, split: str, boundary: int, views: int, dtype: str) -> str:
-        """File name of a shareable cache: stages[:boundary]'s weights by content, data, preprocessing."""
-        dm = self.datamodule
-        digest = hashlib.sha1()
-        for part in (
-            self.module.hparams["backbone"],
-            self._stage_digests()[:boundary],
-            self.module.preprocessing.to_dict(),
-            boundary,
-            views,
-            dtype,
-            self._precision_name(),  # autocast changes the activations
-            dm.preprocess_on,
-            len(dm.raw_labels(split)),
-        ):
-            digest.update(repr(part).encode())
-        digest.update(dm.fingerprint(split).encode())
-        return f"{self.module.hparams['backbone']}-{split}-stage{boundary}-{digest.hexdigest()[:16]}"
+        """File name of a shareable cache (`store.FeatureStore.key`) under the run's precision."""
+        return self.store.key(split, boundary, views, dtype, build.precision_name(self.module))
 
-    def _where(self, total: int, shareable: bool, split: str) -> str | None:
-        """memory or disk for a cache of `total` bytes, or None (logged) when neither is possible."""
-        budget = self.config.max_memory_gb * 2**30
-        where = (
-            self.config.cache if self.config.cache != "auto" else ("memory" if total <= budget else "disk")
-        )
-        if where == "disk" and not shareable:
-            log.info(
-                "feature cache: %s needs %.0f MB, over features.max_memory_gb, and this prefix has trained:"
-                " not cached",
-                split,
-                total / 2**20,
-            )
+    def _made(self, split: str, made: tuple[Built, str] | Refused) -> tuple[Built, str] | None:
+        if isinstance(made, Refused):
+            log.info("feature cache: %s %s: not cached", split, made.why)
             return None
-        if where == "disk":
-            free = shutil.disk_usage(self.root if self.root.exists() else self.root.parent).free
-            if total > 0.8 * free:
-                log.info(
-                    "feature cache: %s needs %.0f MB, more than the free disk: not cached",
-                    split,
-                    total / 2**20,
-                )
-                return None
-        return where
+        return made
 
     def _from_images(self, split: str, segment: Segment, views: int) -> tuple[Built, str] | None:
-        boundary = segment.boundary
-        labels = self.datamodule.raw_labels(split)
-        dtype = self._dtype_name(split, boundary, views)
-        shareable = self._untouched(boundary, segment.start) and self.config.cache in ("auto", "disk")
-        path = self.root / (self._key(split, boundary, views, dtype) + ".pt") if shareable else None
-        if path is not None and path.is_file():
-            features = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-            dataset = CachedFeatures(features, labels, split == "train", path)
-            return Built(segment, dataset, "disk"), "loaded"
-        sample = self._compute(split, boundary, views, limit=1, dtype=DTYPES[dtype])
-        total = sample[0, 0].numel() * sample.element_size() * len(labels) * views
-        where = self._where(total, shareable, split)
-        if where is None:
-            return None
-        features = self._compute(split, boundary, views, dtype=DTYPES[dtype])
-        if where == "disk" and path is not None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(features, tmp)
-            tmp.replace(path)
-            features = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-            return Built(
-                segment, CachedFeatures(features, labels, split == "train", path), "disk"
-            ), "from images"
-        if self.module.device.type == "cuda":
-            features = features.to(self.module.device)
-        return Built(segment, CachedFeatures(features, labels, split == "train"), "memory"), "from images"
+        dtype = self._dtype_name(split, segment.boundary, views)
+        shareable = self._untouched(segment.boundary, segment.start) and self.config.cache in ("auto", "disk")
+        return self._made(split, build.from_images(self.store, split, segment, views, dtype, shareable))
 
     def _derive(self, split: str, segment: Segment, parent: Built) -> tuple[Built, str] | None:
         """The segment's cache computed from its parent's tensors (only the stages in between run)."""
-        assert segment.parent is not None
-        stages = list(self.module.stages.values())[segment.parent.boundary : segment.boundary]
-        source = parent.dataset.features
-        dtype = source.dtype
-        out = []
-        with self._eval(stages), torch.no_grad(), self._precision():
-            for view in range(source.shape[0]):
-                chunks = []
-                for begin in range(0, source.shape[1], self.datamodule.batch_size):
-                    x = (
-                        source[view, begin : begin + self.datamodule.batch_size]
-                        .to(self.module.device)
-                        .float()
-                    )
-                    for stage in stages:
-                        x = stage(x)
-                    chunks.append(x.to(dtype))
-                out.append(torch.cat(chunks))
-        features = torch.stack(out)
-        total = features.numel() * features.element_size()
-        if self.config.cache == "auto" and self._where(total, shareable=False, split=split) is None:
-            return None
-        features = features if self.module.device.type == "cuda" else features.cpu()
-        how = f"derived from the {self._stage_name(segment.parent.boundary)} cache"
-        return Built(
-            segment, CachedFeatures(features, parent.dataset.labels, split == "train"), "memory"
-        ), how
-
-    @staticmethod
-    def _eval(stages: list[torch.nn.Module]) -> Any:
-        """Context: the given stages in eval mode, their previous modes restored afterwards."""
-        return _EvalModes(stages)
-
-    def _precision(self) -> Any:
-        """Context: the run's precision (bf16/fp16 autocast under mixed precision), as training applies it to
-        the same stages when they run on images, so cached and uncached activations agree."""
-        trainer = self.module._trainer
-        return trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
-
-    def _precision_name(self) -> str:
-        trainer = self.module._trainer
-        return str(trainer.precision) if trainer is not None else "32-true"
-
-    @torch.no_grad()
-    def _compute(
-        self, split: str, boundary: int, views: int, dtype: torch.dtype, limit: int | None = None
-    ) -> torch.Tensor:
-        """(views, N, ...) activations of stages[:boundary] for the split's deterministic images."""
-        dm, module = self.datamodule, self.module
-        stages = list(module.stages.values())[:boundary]
-        with self._eval(stages), self._precision():
-            images = dm.raw_images(split)
-            count = len(images) if limit is None else min(limit, len(images))
-            out: list[list[torch.Tensor]] = [[] for _ in range(views)]
-            for start in range(0, count, dm.batch_size):
-                batch = images[start : min(count, start + dm.batch_size)]
-                for view in range(views):
-                    x = batch.flip(-1) if view == 1 else batch
-                    x = dm.device_transform(dm.cpu_side(x).to(module.device))
-                    for stage in stages:
-                        x = stage(x)
-                    out[view].append(x.to(dtype).cpu())
-            return torch.stack([torch.cat(chunks) for chunks in out])
-
-
-class _EvalModes:
-    def __init__(self, modules: list[torch.nn.Module]) -> None:
-        self.modules = modules
-        self.modes = [m.training for m in modules]
-
-    def __enter__(self) -> None:
-        for module in self.modules:
-            module.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        for module, mode in zip(self.modules, self.modes, strict=True):
-            module.train(mode)
+        return self._made(split, derive.derive(self.store, split, segment, parent))
 
 
 def attach_feature_cache(

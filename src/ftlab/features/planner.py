@@ -44,6 +44,17 @@ class Plan:
         serving = [s for s in self.segments if s.covers(epoch)]
         return max(serving, key=lambda s: s.boundary) if serving else None
 
+    def needed(self, epoch: int) -> set[Segment]:
+        """The segments serving `epoch` or a later one, and every segment they derive from."""
+        out: set[Segment] = set()
+        for seg in self.segments:
+            if seg.stop > epoch:
+                node: Segment | None = seg
+                while node is not None:
+                    out.add(node)
+                    node = node.parent
+        return out
+
 
 def frozen_boundaries(
     schedule: Schedule, stage_has_params: Sequence[bool], stage_names: Sequence[str], epochs: int

@@ -8,7 +8,7 @@ from ftlab.config.registry import register
 from ftlab.errors import FtlabError, did_you_mean
 
 CACHE_MODES = ("auto", "off", "memory", "disk")
-CACHE_DTYPES = ("auto", "float16", "bfloat16", "float32")
+CACHE_DTYPES = ("auto", "float16", "bfloat16", "float32")  # auto: float32 when it fits max_memory_gb
 
 
 @register("features", "settings")

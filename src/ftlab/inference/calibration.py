@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassCalibrationError
 
 from ftlab.errors import FtlabError
-from ftlab.training.checkpoint_io import atomic_write
+from ftlab.io.checkpoints import atomic_write
 
 ECE_BINS = 15
 TEMPERATURE_KEY = "temperature"  # in the checkpoint's `ftlab` record

@@ -19,7 +19,7 @@ from torch import nn
 
 from ftlab.errors import FtlabError
 from ftlab.inference.checkpoint import TrainedModel
-from ftlab.training.checkpoint_io import atomic_write
+from ftlab.io.checkpoints import atomic_write
 
 FILE_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}  # export format -> file name ending
 TOLERANCE = 1e-4  # max |logit difference| accepted, relative to the logits' scale

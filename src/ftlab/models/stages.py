@@ -275,3 +275,20 @@ def run_stages(stages: Stages, head: nn.Module, x: torch.Tensor, start: int = 0)
     for stage in list(stages.values())[start:]:
         x = stage(x)
     return head(x)
+
+
+class PooledFeatures(nn.Module):
+    """A backbone's stages up to its pooled features (no pre-logits layers, no head), frozen in eval mode."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        stages, _ = split(model)
+        names = list(stages)
+        end = names.index("pool") + 1 if "pool" in names else len(names)
+        self.stages = nn.Sequential(*[stages[name] for name in names[:end]])
+        self.requires_grad_(False)
+        self.eval()
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.stages(images).flatten(1)

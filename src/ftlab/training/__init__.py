@@ -1,1 +1,1 @@
-"""Training runs: preflight, wiring from config, atomic checkpoints."""
+"""Training runs: one run from a composed config, recipe wiring, precision."""

@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ftlab.callbacks.early_stopping import PhaseAwareEarlyStopping
 from ftlab.callbacks.ema import EMA
-from ftlab.callbacks.lr_finder import PhaseLRFinder
+from ftlab.callbacks.lr_finder import LRFinderCallback
 from ftlab.finetune.phases import Schedule
 from ftlab.training.settings import TrainSettings
 
@@ -28,7 +28,7 @@ def recipe_callbacks(settings: TrainSettings, schedule: Schedule) -> list[Callba
             )
         )
     if settings.finetune.lr_find:
-        callbacks.append(PhaseLRFinder(schedule))
+        callbacks.append(LRFinderCallback(schedule))
     if settings.ema.decay is not None:
         callbacks.append(EMA(decay=settings.ema.decay, warmup=settings.ema.warmup))
     return callbacks

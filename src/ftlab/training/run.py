@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig
 from rich.console import Console
 
-from ftlab.callbacks.schedule import FinetuneSchedule as ScheduleCallback
+from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.callbacks.summary import EpochSummary, ModelSummary
 from ftlab.data import ImageDataModule, build_datamodule
 from ftlab.errors import FtlabError, verbose_enabled
@@ -25,9 +25,9 @@ from ftlab.features import attach_feature_cache
 from ftlab.finetune.phases import resolve_bn
 from ftlab.finetune.strategies import FinetuneSettings
 from ftlab.inference.checkpoint import require_same_classes
+from ftlab.models import preflight
 from ftlab.models.backbones import set_bn_momentum
 from ftlab.models.module import Classifier
-from ftlab.training import preflight as assets
 from ftlab.training import recipes
 from ftlab.training.precision import resolve_precision
 from ftlab.training.settings import TrainSettings, load_settings
@@ -174,7 +174,7 @@ def run(settings: TrainSettings) -> tuple[dict[str, float], dict[str, Any]]:
     if ckpt_path:
         require_same_classes(ckpt_path, source.classes)
     model = settings.model
-    assets.check(source, model.backbone, model.weights)
+    preflight.check(source, model.backbone, model.weights)
     L.seed_everything(settings.seed, workers=True)
 
     module = build_module(settings, source.classes)

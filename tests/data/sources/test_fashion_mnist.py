@@ -14,8 +14,8 @@ import torch
 from ftlab.data import ImageDataModule
 from ftlab.data.sources.fashion_mnist import DEBIAN_DIR, FASHION_MNIST_CLASSES, RAW_FILES, FashionMnistSource
 from ftlab.errors import FtlabError
+from ftlab.models import preflight
 from ftlab.models.backbones import default_preprocessing
-from ftlab.training import preflight
 
 PACKAGED = all((Path(DEBIAN_DIR) / f"{name}.gz").is_file() for name in RAW_FILES)
 needs_package = pytest.mark.skipif(

@@ -1,4 +1,5 @@
-"""LR range test maths: the multipliers swept, the smoothed loss curve, and the suggestion rule."""
+"""LR range test maths: the multipliers swept, the smoothed loss curve, and the suggestion rule (pure; the
+callback that runs the test during training is `callbacks/lr_finder.py::LRFinderCallback`)."""
 
 from __future__ import annotations
 

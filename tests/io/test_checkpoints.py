@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from ftlab.errors import FtlabError
-from ftlab.training.checkpoint_io import AtomicCheckpointIO
+from ftlab.io.checkpoints import AtomicCheckpointIO
 from tests.helpers.cli import CONF, TINY, run_cli
 from tests.helpers.faults import FAULT_ENV, fault_args
 from tests.helpers.runs import load_ckpt, one_paragraph, only_run

@@ -1,8 +1,9 @@
 """Data audit: duplicates, train/val leakage, likely label errors, class counts, sizes and modes.
 
-Everything is computed from one forward pass per image through a pretrained backbone's frozen stages
-(`models.stages.split`, up to the pooled features) plus content hashes. Nothing is deleted or moved: the
-audit reports, and can write the suspects as ids that `data.exclude=<file>` leaves out.
+Everything is computed from one forward pass per image through a feature extractor (the command passes a
+pretrained backbone's frozen stages up to the pooled features, `models.stages.PooledFeatures`) plus content
+hashes. Nothing is deleted or moved: the audit reports, and can write the suspects as ids that
+`data.exclude=<file>` leaves out.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from ftlab.data.images import load_rgb
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.transforms import preprocess
 from ftlab.errors import FtlabError
-from ftlab.models.stages import split
 
 SPLITS = ("train", "val")
 
@@ -131,23 +131,6 @@ def describe(dataset: LabeledImages, split_name: str) -> Iterator[tuple[AuditIma
         yield AuditImage(image_id, split_name, label, width, height, mode, pixel_hash, file_hash), pixels
 
 
-class PooledFeatures(nn.Module):
-    """A backbone's stages up to its pooled features (no pre-logits layers, no head), frozen in eval mode."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        stages, _ = split(model)
-        names = list(stages)
-        end = names.index("pool") + 1 if "pool" in names else len(names)
-        self.stages = nn.Sequential(*[stages[name] for name in names[:end]])
-        self.requires_grad_(False)
-        self.eval()
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.stages(images).flatten(1)
-
-
 def _small(pixels: torch.Tensor, side: int) -> torch.Tensor:
     """A copy of uint8 (3, H, W) pixels no larger than `side` (kept for the report's thumbnails)."""
     if max(pixels.shape[1:]) <= side:
@@ -159,7 +142,7 @@ def _small(pixels: torch.Tensor, side: int) -> torch.Tensor:
 
 def scan(
     splits: dict[str, LabeledImages],
-    extractor: PooledFeatures,
+    extractor: nn.Module,
     preprocessing: Preprocessing,
     batch_size: int = 32,
     device: torch.device | None = None,
@@ -271,7 +254,7 @@ def _counts(images: list[AuditImage], classes: list[str]) -> dict[str, dict[str,
 def audit(
     splits: dict[str, LabeledImages],
     classes: list[str],
-    extractor: PooledFeatures,
+    extractor: nn.Module,
     preprocessing: Preprocessing,
     near_threshold: float = 0.95,
     folds: int = 5,

@@ -1,0 +1,1 @@
+"""Shared services below every package that uses them: atomic file and checkpoint writes."""

@@ -1,0 +1,1 @@
+"""Lightning loggers configured by the `logger` group."""
