@@ -36,7 +36,7 @@ def resolve_bn(policy: str, pretrained: bool) -> tuple[str, str]:
 
     `auto`: with pretrained weights every BatchNorm keeps its pretrained statistics (`all_frozen`): on the
     offline proxy, letting trained stages update them (`frozen`) dragged val accuracy below the head-only
-    epoch (README, "Defaults that do not make the model worse"); a random init must learn its statistics
+    epoch (docs/results/main-job.md, "BatchNorm defaults"); a random init must learn its statistics
     (`frozen`: the stages that train update theirs).
     """
     if policy not in BN_CHOICES:

@@ -4,7 +4,7 @@ Lightning has no `auto` precision; ftlab resolves it to one of Lightning's value
 built, from the accelerator the run will use, and logs the choice and the reason. The rule is one for every
 device: bf16 autocast (fp32 weights, `bf16-mixed`) only where the hardware has bf16 arithmetic (a CUDA GPU
 that reports bf16 support; an x86 CPU with AVX512-BF16 or AMX): on such a CPU it ran the main job 1.7x faster
-than fp32, at an accuracy within noise of fp32 on its offline proxy (README, the main job). Elsewhere bf16
+than fp32, at an accuracy within noise of fp32 on its offline proxy (docs/results/main-job.md). Elsewhere bf16
 would be emulated, so `auto` stays `32-true`. fp16 is never chosen: it needs loss scaling and can overflow.
 """
 
