@@ -18,7 +18,7 @@ from PIL import Image
 from ftlab.callbacks.lr_finder import LRFinderCallback
 from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.data.sources.synthetic import SyntheticSource
-from ftlab.finetune.phases import build_phases
+from ftlab.finetune.strategies import build_phases
 from ftlab.inference.checkpoint import TrainedModel
 from ftlab.models.module import Classifier
 from tests.helpers.cli import run_clis
