@@ -159,6 +159,15 @@ def test_trainer_presets_instantiate(compose_cfg):
         (["++ema.decy=0.99"], r"Unknown key ema.decy. Did you mean: decay"),
         (["early_stopping.patience=soon"], r"early_stopping.patience='soon' has the wrong type"),
         (["scheduler=plateau", "scheduler.monitr=val/acc"], r"Unknown key scheduler.monitr\b.*monitor"),
+        # nodes without a settings type (Lightning's): close matches from the keys the node has
+        (
+            ["trainer.max_epoch=3"],
+            r"Unknown key trainer.max_epoch. Did you mean: max_epochs\?.*\+trainer.max_epoch=",
+        ),
+        (
+            ["callbacks.model_checkpont.monitor=a"],
+            r"Unknown key callbacks.model_checkpont. Did you mean: model_checkpoint",
+        ),
     ],
 )
 def test_command_line_mistakes_are_one_paragraph(overrides, message):

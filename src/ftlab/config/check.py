@@ -96,12 +96,7 @@ def translate(err: BaseException) -> FtlabError | None:
         return err
     if isinstance(err, MissingConfigException):
         return _missing_option(err)
-    chain: list[BaseException] = []
-    cause: BaseException | None = err
-    while cause is not None and cause not in chain:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    for item in chain:
+    for item in _causes(err):
         if isinstance(item, FtlabError):
             return item
         if isinstance(item, OmegaConfBaseException):
@@ -243,17 +238,54 @@ def check_command_line(config_name: str, args: Sequence[str] | None = None) -> N
     overrides = _first_job_overrides(args)
     if overrides is None:
         return
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=overrides)
-        _check_known_keys(cfg, "")  # `+key=` overrides can add keys that no settings type has
+        _check_known_keys(_compose(config_name, overrides), "")  # `+key=` can add keys no settings type has
     except (HydraException, OmegaConfBaseException) as err:
         translated = translate(err)
         if translated is not None:
-            raise translated from err
+            raise _with_neighbours(translated, err, config_name, overrides) from err
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name=config_name, overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _with_neighbours(
+    error: FtlabError, err: BaseException, config_name: str, overrides: list[str]
+) -> FtlabError:
+    """An unknown key of a node without a settings type (`trainer`, `callbacks`: Lightning's and Hydra's
+    `_target_` nodes) gets its close matches from the keys the node has without the mistaken override."""
+    cause = next((c for c in _causes(err) if isinstance(c, ConfigAttributeError | ConfigKeyError)), None)
+    if cause is None or not str(error).startswith("Unknown key ") or "Did you mean" in str(error):
+        return error
+    full_key = str(getattr(cause, "full_key", "") or "")
+    parent, _, key = full_key.rpartition(".")
+    rest = [o for o in overrides if not f"{o.lstrip('+~').split('=')[0]}.".startswith(f"{full_key}.")]
+    try:
+        node = OmegaConf.select(_compose(config_name, rest), parent) if parent else None
+    except (HydraException, OmegaConfBaseException):
+        return error
+    if not isinstance(node, DictConfig):
+        return error
+    keys = [str(k) for k in node]
+    return FtlabError(
+        f"Unknown key {full_key}.{did_you_mean(key, keys)} Keys of {parent}: {', '.join(keys)}. To add a "
+        f"key that is not there, write +{full_key}=<value>."
+    )
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    cause: BaseException | None = err
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return chain
 
 
 def run_config_values(path: Path, *keys: str) -> dict[str, Any]:
