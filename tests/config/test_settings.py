@@ -318,3 +318,26 @@ def test_error_messages_name_one_key_in_one_paragraph(compose_cfg):
         check_command_line("train", ["finetune=gradual", "finetune.evry=2"])
     text = str(info.value)
     assert "\n" not in text and re.search(r"finetune.evry.*Did you mean: every", text)
+
+
+def test_a_composed_config_unpickles_in_a_fresh_process(compose_cfg, tmp_path):
+    """Hydra's submitit and joblib launchers pickle the job's config: its typed nodes (a data source's derived
+    settings type too) must load in a process that has not imported ftlab yet."""
+    import pickle
+    import subprocess
+    import sys
+
+    cfg = compose_cfg(["data=synthetic", "finetune=gradual", "data.batch_size=4"])
+    (tmp_path / "cfg.pkl").write_bytes(pickle.dumps(cfg))
+    code = (  # unpickle first: nothing of ftlab is imported before pickle resolves the settings types
+        "import pickle, sys\n"
+        "cfg = pickle.load(open(sys.argv[1], 'rb'))\n"
+        "from ftlab.training.settings import load_settings\n"
+        "s = load_settings(cfg)\n"
+        "print(type(s.data).__name__, type(s.finetune).__name__, s.data.batch_size)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "cfg.pkl")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["SyntheticSettings", "Gradual", "4"]

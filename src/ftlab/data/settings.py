@@ -113,5 +113,21 @@ def source_settings(name: str, source_class: type) -> type[DataSettings]:
     )
     cls.source_class = source_class  # type: ignore[attr-defined]
     cls.__doc__ = source_class.__doc__
-    cls.__module__ = source_class.__module__
+    cls.__module__ = __name__  # importable as ftlab.data.settings.<Name> (pickled configs: launchers, DDP)
     return register("data", name)(cls)
+
+
+def __getattr__(name: str) -> type[DataSettings]:
+    """The derived settings types by class name (`Cifar10Settings`, ...), for unpickling a config in a fresh
+    process (Hydra's submitit/joblib launchers): importing the registry derives and registers them."""
+    if name.startswith("_") or "_READY" not in globals():  # still importing this module: a plain miss
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ftlab.data.sources.registry import SETTINGS
+
+    for cls in SETTINGS.values():
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_READY = True  # the module is fully imported; `__getattr__` may now import the registry
