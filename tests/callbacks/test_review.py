@@ -13,11 +13,14 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from ftlab.callbacks.review import (
     CLASS_ACC_PREFIX,
+    CLASS_SCORE_PREFIXES,
+    CONFUSION_NORMALIZED_TAG,
     CONFUSION_TAG,
     WORST_TAG,
     per_class_accuracy,
+    per_class_scores,
 )
-from ftlab.inference.plots import confusion_figure, figure_array
+from ftlab.inference.plots import confusion_figure, figure_array, row_normalized
 from tests.helpers.tensorboard import serve
 
 
@@ -43,6 +46,24 @@ def test_per_class_accuracy_and_confusion_image() -> None:
     assert image.std() > 0  # something was drawn
 
 
+def test_per_class_scores_match_scikit_learn() -> None:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 4, 200)
+    pred = np.where(rng.random(200) < 0.6, true, rng.integers(0, 4, 200))
+    pred[pred == 3] = 2  # class 3 is never predicted: precision and F1 0 by zero division
+    matrix = torch.as_tensor(confusion_matrix(true, pred, labels=range(4)))
+    scores = per_class_scores(matrix)
+    expected = precision_recall_fscore_support(true, pred, labels=range(4), zero_division=0)
+    for name, reference in zip(("precision", "recall", "f1"), expected[:3], strict=False):
+        assert np.allclose(scores[name].numpy(), reference), name
+    shares = row_normalized(matrix)
+    assert np.allclose(shares.numpy(), confusion_matrix(true, pred, labels=range(4), normalize="true"))
+    image = figure_array(confusion_figure(matrix, list("abcd"), normalize=True))
+    assert image.dtype == np.uint8 and image.std() > 0
+
+
 def test_review_logs_images_class_accuracy_and_hparams(optuna_sweep: Path) -> None:
     runs = _runs(optuna_sweep)
     assert len(runs) == 3
@@ -55,6 +76,14 @@ def test_review_logs_images_class_accuracy_and_hparams(optuna_sweep: Path) -> No
         # one confusion matrix per validation epoch
         confusion = events.Images(CONFUSION_TAG)
         assert len(confusion) == len(val_acc)
+        assert len(events.Images(CONFUSION_NORMALIZED_TAG)) == len(val_acc)  # rows normalised, same epochs
+        for prefix in CLASS_SCORE_PREFIXES.values():  # precision, recall, F1 of every class, every epoch
+            scored = sorted(t for t in tags["scalars"] if t.startswith(prefix))
+            assert scored == [f"{prefix}class_{i}" for i in range(3)], scored
+            assert all(0.0 <= e.value <= 1.0 for t in scored for e in events.Scalars(t))
+        recalls = [events.Scalars(f"{CLASS_SCORE_PREFIXES['recall']}class_{i}")[-1].value for i in range(3)]
+        accs = [events.Scalars(f"{CLASS_ACC_PREFIX}class_{i}")[-1].value for i in range(3)]
+        assert np.allclose(recalls, accs)  # a class's accuracy is its recall
         assert all(e.width > 100 and e.height > 100 for e in confusion)
         # per-class accuracies bracket the overall accuracy
         class_tags = [t for t in tags["scalars"] if t.startswith(CLASS_ACC_PREFIX)]

@@ -116,7 +116,21 @@ def test_eval_reports_match_training_and_sklearn(smoke_run, tmp_path):
     )
     with Image.open(out / "confusion_matrix.png") as png:
         assert png.format == "PNG" and min(png.size) >= 300
-    for heading in ("precision", "recall", "f1", "support", "confusion matrix", "macro avg"):
+    shares = confusion_matrix(truth, predicted, labels=[0, 1, 2], normalize="true")
+    assert np.allclose(report["confusion_matrix_normalized"], shares)
+    rows = _read_csv(out / "confusion_matrix_normalized.csv")
+    assert rows[0][1:] == names and np.allclose([[float(v) for v in r[1:]] for r in rows[1:]], shares)
+    with Image.open(out / "confusion_matrix_normalized.png") as png:
+        assert png.format == "PNG" and min(png.size) >= 300
+    for heading in (
+        "precision",
+        "recall",
+        "f1",
+        "support",
+        "confusion matrix",
+        "macro avg",
+        "rows normalised",
+    ):
         assert heading in folder.stdout
 
     # A checkpoint whose classes differ from the data's: one clear error naming both lists.

@@ -341,3 +341,19 @@ def test_a_composed_config_unpickles_in_a_fresh_process(compose_cfg, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["SyntheticSettings", "Gradual", "4"]
+
+
+def test_a_config_composed_outside_a_hydra_run_loads_with_no_run_folder(compose_cfg):
+    """`train(cfg)` / `evaluate(cfg)` in a notebook: Hydra's compose API gives no run, so the run folder that
+    `paths.output_dir` takes from Hydra's runtime is null instead of an interpolation error."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_cfg(["+experiment=smoke"])
+    OmegaConf.update(cfg, "paths.output_dir", "${hydra:runtime.output_dir}")
+    saved, HydraConfig.instance().cfg = HydraConfig.instance().cfg, None
+    try:
+        settings = load_settings(cfg)
+    finally:
+        HydraConfig.instance().cfg = saved
+    assert settings.paths.output_dir is None and settings.paths.log_dir == cfg.paths.log_dir
+    assert OmegaConf.to_container(cfg.paths, resolve=False)["output_dir"] == "${hydra:runtime.output_dir}"

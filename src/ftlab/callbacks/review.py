@@ -28,7 +28,13 @@ from ftlab.inference.gradcam import Explainer, overlay
 from ftlab.inference.plots import confusion_figure, figure_array
 
 CONFUSION_TAG = "val/confusion_matrix"
+CONFUSION_NORMALIZED_TAG = "val/confusion_matrix_normalized"  # rows sum to 1
 CLASS_ACC_PREFIX = "val/class_acc/"
+CLASS_SCORE_PREFIXES = {  # per-class scores of each validation epoch, from its confusion matrix
+    "precision": "val/class_precision/",
+    "recall": "val/class_recall/",
+    "f1": "val/class_f1/",
+}
 WORST_TAG = "val/worst_misclassified"
 HPARAM_METRICS = {
     "val/acc": "hparams/val_acc",
@@ -43,8 +49,22 @@ def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
     return matrix.diagonal().float() / seen.where(seen > 0, torch.tensor(float("nan"), device=seen.device))
 
 
+def per_class_scores(matrix: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Precision, recall and F1 of each class from a confusion matrix (rows: true, columns: predicted); a
+    division by zero gives 0, as scikit-learn's `zero_division=0` and torchmetrics do."""
+    counts = matrix.double()
+    hits = counts.diagonal()
+    predicted, seen = counts.sum(dim=0), counts.sum(dim=1)
+    precision = torch.where(predicted > 0, hits / predicted.clamp(min=1), 0.0)
+    recall = torch.where(seen > 0, hits / seen.clamp(min=1), 0.0)
+    both = precision + recall
+    f1 = torch.where(both > 0, 2 * precision * recall / both.clamp(min=1e-12), 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
 class TensorBoardReview(Callback):
-    """Confusion matrix + per-class accuracy per val epoch; worst-misclassified grid + HParams at the end.
+    """Confusion matrix (counts and row-normalised) and per-class accuracy, precision, recall and F1 per val
+    epoch; worst-misclassified grid + HParams at the end.
 
     Args:
         hparams: what the HParams tab compares (the run's Hydra overrides are added to it).
@@ -117,15 +137,19 @@ class TensorBoardReview(Callback):
         self._hook = None
         matrix = self.confusion.compute()  # summed over ranks under DDP
         names: list[str] = list(pl_module.class_names)  # type: ignore[arg-type]
-        for name, value in zip(names, per_class_accuracy(matrix).tolist(), strict=True):
+        scores = per_class_scores(matrix)
+        for i, (name, value) in enumerate(zip(names, per_class_accuracy(matrix).tolist(), strict=True)):
             if value == value:  # not NaN: the class had validation samples
                 pl_module.log(f"{CLASS_ACC_PREFIX}{name}", value, on_epoch=True)
+                for score, prefix in CLASS_SCORE_PREFIXES.items():
+                    pl_module.log(f"{prefix}{name}", float(scores[score][i]), on_epoch=True)
         wrong = torch.cat(self._wrong) if self._wrong else torch.empty(0, 4)
         self.worst = wrong[wrong[:, 3].argsort()[: self.worst_k]]
         logger = _tensorboard(trainer)
         if logger is not None and trainer.is_global_zero:
-            image = figure_array(confusion_figure(matrix, names))
-            logger.experiment.add_image(CONFUSION_TAG, image, trainer.global_step, dataformats="HWC")
+            for tag, normalize in ((CONFUSION_TAG, False), (CONFUSION_NORMALIZED_TAG, True)):
+                image = figure_array(confusion_figure(matrix, names, normalize=normalize))
+                logger.experiment.add_image(tag, image, trainer.global_step, dataformats="HWC")
 
     # -- at the end ----------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ settings' own `__post_init__`), a key that moved, an unknown group option."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 import typing
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -142,9 +144,30 @@ def _check_known_keys(node: DictConfig, prefix: str) -> None:
             _check_known_keys(child, f"{full_key}.")
 
 
+def _hydra_interpolations(raw: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value interpolates Hydra's runtime (`${hydra:runtime.output_dir}`)."""
+    if isinstance(raw, dict):
+        return [k for key, v in raw.items() for k in _hydra_interpolations(v, f"{prefix}{key}.")]
+    return [prefix[:-1]] if isinstance(raw, str) and "${hydra:" in raw else []
+
+
+def _outside_hydra(node: DictConfig) -> DictConfig:
+    """A config composed with Hydra's compose API (tests, notebooks, `train(cfg)` in-process) has no Hydra
+    run: values taken from Hydra's runtime (the run folder) become null instead of failing to resolve."""
+    keys = _hydra_interpolations(OmegaConf.to_container(node, resolve=False))
+    if not keys:
+        return node
+    node = copy.deepcopy(node)
+    for key in keys:
+        OmegaConf.update(node, key, None, force_add=True)
+    return node
+
+
 def to_settings(node: Any, cls: type[T]) -> T:
     """`node` (a composed DictConfig or a plain mapping) merged onto the settings type `cls` and built:
     interpolations resolved, every field typed and every `__post_init__` check run."""
+    if isinstance(node, DictConfig) and not HydraConfig.initialized():
+        node = _outside_hydra(node)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls), node if node is not None else {})
         assert isinstance(merged, DictConfig)

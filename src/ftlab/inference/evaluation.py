@@ -32,7 +32,7 @@ from ftlab.data.settings import DataSettings
 from ftlab.errors import FtlabError
 from ftlab.inference.calibration import ECE_BINS, Calibration, fit_temperature, store_temperature
 from ftlab.inference.checkpoint import TrainedModel, class_mismatch, read_record
-from ftlab.inference.plots import confusion_figure, reliability_figure, save_figure
+from ftlab.inference.plots import confusion_figure, reliability_figure, row_normalized, save_figure
 from ftlab.inference.tta import tta_logits
 
 SPLITS = ("val", "all")
@@ -114,12 +114,26 @@ class Report:
             confusion.add_column(name, justify="right")
         for name, row in zip(self.class_names, self.confusion, strict=True):
             confusion.add_row(name, *(str(v) for v in row))
-        return [metrics, confusion]
+        shares = Table(title="confusion matrix, rows normalised (the share of each true class)")
+        shares.add_column("true \\ predicted")
+        for name in self.class_names:
+            shares.add_column(name, justify="right")
+        for name, shares_row in zip(self.class_names, self.confusion_normalized, strict=True):
+            shares.add_row(name, *(f"{v:.3f}" for v in shares_row))
+        return [metrics, confusion, shares]
+
+    @property
+    def confusion_normalized(self) -> list[list[float]]:
+        """The confusion matrix with each row divided by its sum (a class without images: zeros)."""
+        shares: list[list[float]] = row_normalized(self.confusion).tolist()
+        return shares
 
     def write(self, folder: Path, about: dict[str, Any]) -> list[Path]:
-        """metrics.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png in `folder`."""
+        """metrics.json, per_class.csv, confusion_matrix.csv (+ _normalized.csv, rows summing to 1) and their
+        PNGs in `folder`."""
         folder.mkdir(parents=True, exist_ok=True)
-        paths = [folder / n for n in ("metrics.json", "per_class.csv", "confusion_matrix.csv")]
+        names = ("metrics.json", "per_class.csv", "confusion_matrix.csv", "confusion_matrix_normalized.csv")
+        paths = [folder / n for n in names]
         summary = {**about, "accuracy": self.accuracy, "class_names": self.class_names}
         summary["macro"] = {k: self.macro(getattr(self, k)) for k in ("precision", "recall", "f1")}
         summary["per_class"] = {
@@ -129,6 +143,7 @@ class Report:
             )
         }
         summary["confusion_matrix"] = self.confusion
+        summary["confusion_matrix_normalized"] = self.confusion_normalized
         if self.calibration is not None:
             summary["calibration"] = {**self.calibration.as_dict(), "ece_bins": ECE_BINS}
             summary["temperature"] = self.temperature
@@ -139,21 +154,26 @@ class Report:
             writer.writerow(["class", "precision", "recall", "f1", "support"])
             for name, values in summary["per_class"].items():
                 writer.writerow([name, *values.values()])
-        with open(paths[2], "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["true\\predicted", *self.class_names])
-            for name, row in zip(self.class_names, self.confusion, strict=True):
-                writer.writerow([name, *row])
+        matrices: list[tuple[Path, list[list[Any]]]] = [
+            (paths[2], self.confusion),
+            (paths[3], self.confusion_normalized),
+        ]
+        for path, matrix in matrices:
+            with open(path, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["true\\predicted", *self.class_names])
+                for name, row in zip(self.class_names, matrix, strict=True):
+                    writer.writerow([name, *row])
         paths.append(self.plot(folder / "confusion_matrix.png"))
+        paths.append(self.plot(folder / "confusion_matrix_normalized.png", normalize=True))
         if self.calibration is not None:
             paths.append(save_figure(self.reliability(), folder / "reliability_diagram.png"))
         return paths
 
-    def plot(self, path: Path) -> Path:
-        """The confusion matrix as a PNG heat map with counts."""
-        return save_figure(
-            confusion_figure(self.confusion, self.class_names, f"accuracy {self.accuracy:.3f}"), path
-        )
+    def plot(self, path: Path, normalize: bool = False) -> Path:
+        """The confusion matrix as a PNG heat map with counts (`normalize`: each row's shares)."""
+        title = f"accuracy {self.accuracy:.3f}" + (", rows normalised" if normalize else "")
+        return save_figure(confusion_figure(self.confusion, self.class_names, title, normalize), path)
 
     def reliability(self) -> Any:
         """The reliability diagram (matplotlib Figure) of the evaluated probabilities."""
@@ -262,9 +282,7 @@ def evaluate(options: Any) -> tuple[Report, dict[str, Any]]:
     temperature = model.temperature
     if getattr(options, "calibrate", False):
         val = (
-            (logits, target)
-            if options.split == "val"
-            else evaluation_logits(options, data, seed, "val")[1:3]
+            (logits, target) if options.split == "val" else evaluation_logits(options, data, seed, "val")[1:3]
         )
         about["calibration_fit"] = fit_and_store(options.ckpt_path, *val)
         temperature = about["calibration_fit"]["temperature"]

@@ -17,18 +17,28 @@ if TYPE_CHECKING:
 MAX_ANNOTATED_CLASSES = 20  # above this, counts are left out of the cells: they would not be readable
 
 
+def row_normalized(matrix: torch.Tensor | list[list[int]]) -> torch.Tensor:
+    """Each row of a confusion matrix divided by its sum (the share of a true class predicted as each class);
+    a class without samples keeps a row of zeros."""
+    counts = torch.as_tensor(matrix).double()
+    return counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
+
+
 def confusion_figure(
-    matrix: torch.Tensor | list[list[int]], class_names: list[str], title: str = ""
+    matrix: torch.Tensor | list[list[int]], class_names: list[str], title: str = "", normalize: bool = False
 ) -> Figure:
-    """The confusion matrix (rows: true class, columns: predicted) as a heat map with counts."""
+    """The confusion matrix (rows: true class, columns: predicted) as a heat map with counts, or with each
+    row's shares (`normalize`: rows sum to 1, so classes of different sizes compare)."""
     from matplotlib.figure import Figure
 
-    counts = torch.as_tensor(matrix).cpu().numpy()
+    counts = (row_normalized(matrix) if normalize else torch.as_tensor(matrix)).cpu().numpy()
     n = len(class_names)
     side = min(2.5 + 0.45 * n, 12.0)
     figure = Figure(figsize=(side, side), dpi=80, layout="constrained")
     axes = figure.add_subplot()
-    image = axes.imshow(counts, cmap="Blues")
+    image = axes.imshow(
+        counts, cmap="Blues", vmin=0.0 if normalize else None, vmax=1.0 if normalize else None
+    )
     figure.colorbar(image, ax=axes, shrink=0.8)
     axes.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true")
     if title:
@@ -39,7 +49,8 @@ def confusion_figure(
         threshold = counts.max() / 2 if counts.size else 0
         for (row, col), value in np.ndenumerate(counts):
             colour = "white" if value > threshold else "black"
-            axes.text(col, row, str(int(value)), ha="center", va="center", color=colour, fontsize=8)
+            text = f"{value:.2f}" if normalize else str(int(value))
+            axes.text(col, row, text, ha="center", va="center", color=colour, fontsize=8)
     return figure
 
 
