@@ -93,9 +93,11 @@ class DataSettings:
         return self.source_class(**kwargs, seed=seed)
 
 
-def source_settings(name: str, source_class: type) -> type[DataSettings]:
+def source_settings(name: str, source_class: type, module: str) -> type[DataSettings]:
     """Register `data=<name>`: a `DataSettings` subclass with the source dataclass's own init fields (all but
-    `seed`, which is the run's) and their defaults; a field without a default is required (`???`)."""
+    `seed`, which is the run's) and their defaults; a field without a default is required (`???`). The type is
+    named `<Source>Settings` in `module`, which must bind it under that name so a pickled config (Hydra's
+    submitit and joblib launchers send the job's config that way) unpickles in a fresh process."""
     hints = typing.get_type_hints(source_class)
     fields: list[tuple[str, Any, Any]] = [("source", str, dataclasses.field(default=name))]
     for f in dataclasses.fields(source_class):
@@ -113,21 +115,5 @@ def source_settings(name: str, source_class: type) -> type[DataSettings]:
     )
     cls.source_class = source_class  # type: ignore[attr-defined]
     cls.__doc__ = source_class.__doc__
-    cls.__module__ = __name__  # importable as ftlab.data.settings.<Name> (pickled configs: launchers, DDP)
+    cls.__module__ = module
     return register("data", name)(cls)
-
-
-def __getattr__(name: str) -> type[DataSettings]:
-    """The derived settings types by class name (`Cifar10Settings`, ...), for unpickling a config in a fresh
-    process (Hydra's submitit/joblib launchers): importing the registry derives and registers them."""
-    if name.startswith("_") or "_READY" not in globals():  # still importing this module: a plain miss
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from ftlab.data.sources.registry import SETTINGS
-
-    for cls in SETTINGS.values():
-        if cls.__name__ == name:
-            return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-_READY = True  # the module is fully imported; `__getattr__` may now import the registry

@@ -18,4 +18,7 @@ SOURCES: dict[str, type] = {
     "litdata": LitdataSource,
 }
 
-SETTINGS: dict[str, type[DataSettings]] = {name: source_settings(name, cls) for name, cls in SOURCES.items()}
+SETTINGS: dict[str, type[DataSettings]] = {
+    name: source_settings(name, cls, __name__) for name, cls in SOURCES.items()
+}
+globals().update({cls.__name__: cls for cls in SETTINGS.values()})  # importable: Cifar10Settings, ...
