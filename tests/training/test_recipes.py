@@ -52,3 +52,5 @@ def test_wrong_recipe_types_are_one_clear_error():
         check_command_line("train", ["+experiment=smoke", "ema.decay=fast"])
     with pytest.raises(FtlabError, match=r"loss.class_weights='often': give null, auto or a list"):
         LossSettings(class_weights="often")
+    with pytest.raises(FtlabError, match=r"loss.class_weights=\['1', 'x'\]: every weight must be a number"):
+        LossSettings(class_weights=["1", "x"])

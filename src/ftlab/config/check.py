@@ -28,7 +28,7 @@ from omegaconf.errors import (
 
 from ftlab.config.location import config_dir
 from ftlab.config.moved import check_moved, moved_error, moved_key
-from ftlab.config.registry import registered, registered_name
+from ftlab.config.registry import registered, registered_name, settings_type
 from ftlab.errors import FtlabError, did_you_mean
 
 T = TypeVar("T")
@@ -192,8 +192,6 @@ def plain(node: Any) -> Any:
 def group_settings(group: str, values: Mapping[str, Any], name_key: str) -> Any:
     """Settings of `group` from a plain mapping (e.g. a run's saved `data` config), its option named by
     `values[name_key]` (e.g. `source`)."""
-    from ftlab.config.registry import settings_type
-
     cls = settings_type(group, str(values.get(name_key)), f"{group}.{name_key}")
     return to_settings(OmegaConf.create(dict(values)), cls)
 

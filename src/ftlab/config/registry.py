@@ -58,5 +58,5 @@ def settings_type(group: str, name: str, key: str) -> type:
 
 
 def registered_name(cls: type) -> tuple[str, str] | None:
-    """(group, name) under which `cls` (or the registered class it derives from) was registered."""
-    return getattr(cls, "__ftlab_settings__", None)
+    """(group, name) under which `cls` itself was registered (not a base class it derives from)."""
+    return cls.__dict__.get("__ftlab_settings__")

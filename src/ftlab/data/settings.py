@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ftlab.config.registry import register, registered
+from ftlab.config.registry import register, registered, registered_name
 from ftlab.config.types import check_types
 from ftlab.data.augment import parse_augment
 from ftlab.errors import FtlabError, did_you_mean
@@ -41,7 +41,7 @@ class DataSettings:
     source_class: ClassVar[type]  # the source this settings type builds (set by `source_settings`)
 
     def __post_init__(self) -> None:
-        own = type(self).__dict__.get("__ftlab_settings__")
+        own = registered_name(type(self))
         if own is not None and self.source != own[1]:
             sources = registered("data")
             raise FtlabError(

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ftlab.config.registry import register, registered
+from ftlab.config.registry import register, registered, registered_name
 from ftlab.errors import FtlabError, did_you_mean
 from ftlab.finetune.param_groups import HEAD
 from ftlab.finetune.phases import BN_CHOICES, Phase
@@ -29,7 +29,7 @@ class FinetuneSettings:
     lr_find: bool = False  # LR range test at epoch 0 and each unfreeze; its suggestion sets the phase lr_mult
 
     def __post_init__(self) -> None:
-        own = type(self).__dict__.get("__ftlab_settings__")
+        own = registered_name(type(self))
         if own is not None and self.strategy != own[1]:
             raise FtlabError(
                 f"finetune.strategy={self.strategy!r} does not match the chosen finetune={own[1]}: a "

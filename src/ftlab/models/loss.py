@@ -26,7 +26,12 @@ class LossSettings:
             raise FtlabError(f"loss.label_smoothing={self.label_smoothing} must be in [0, 1) (e.g. 0.1).")
         weights = self.class_weights
         if isinstance(weights, Sequence) and not isinstance(weights, str):
-            self.class_weights = [float(w) for w in weights]
+            try:
+                self.class_weights = [float(w) for w in weights]
+            except (TypeError, ValueError) as err:
+                raise FtlabError(
+                    f"loss.class_weights={list(weights)!r}: every weight must be a number, one per class."
+                ) from err
         elif weights not in (None, "auto"):
             raise FtlabError(
                 f"loss.class_weights={weights!r}: give null, auto or a list of one weight per class."
