@@ -21,7 +21,10 @@ class CollateFeatures:
     def __init__(self, start: int) -> None:
         self.start = start
 
-    def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> FeatureBatch:
+    def __call__(self, samples: list[tuple[torch.Tensor, int | torch.Tensor]]) -> FeatureBatch:
         features = torch.stack([s[0] for s in samples])
-        labels = torch.tensor([s[1] for s in samples], dtype=torch.long)
+        if samples and isinstance(samples[0][1], torch.Tensor):  # multi-label: multi-hot rows
+            labels = torch.stack([torch.as_tensor(s[1]) for s in samples])
+        else:
+            labels = torch.tensor([s[1] for s in samples], dtype=torch.long)
         return FeatureBatch(features, labels, self.start)

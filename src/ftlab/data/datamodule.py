@@ -161,8 +161,15 @@ class ImageDataModule(L.LightningDataModule):
         assert isinstance(dataset, FileImages)
         return FileBatches(dataset.paths, self.preprocessing)
 
+    @property
+    def multi_label(self) -> bool:
+        """The source gives several labels per image (labels are float32 multi-hot rows (N, classes))."""
+        return bool(getattr(self.source, "multi_label", False))
+
     def raw_labels(self, split: str) -> torch.Tensor:
-        return torch.as_tensor(self._split_set(split).labels, dtype=torch.long)
+        """The split's labels: class indices (long), or multi-hot rows (float32, (N, classes))."""
+        dtype = torch.float32 if self.multi_label else torch.long
+        return torch.as_tensor(self._split_set(split).labels, dtype=dtype)
 
     def fingerprint(self, split: str) -> str:
         """A digest of the split's content (pixels, or file paths, sizes and times) and labels."""
@@ -205,7 +212,7 @@ class ImageDataModule(L.LightningDataModule):
         """`data.sampler=balanced`: classes drawn equally often; each DDP rank gets its own share."""
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+        labels = torch.as_tensor(dataset.labels, dtype=torch.float32 if self.multi_label else torch.long)
         return BalancedSampler(labels, self.seed, self.current_epoch, replicas, rank)
 
     def _cached(self, split: str) -> DataLoader | None:

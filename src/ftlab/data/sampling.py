@@ -64,12 +64,38 @@ class EpochSampler(Sampler[int]):
 
 
 def class_counts(labels: torch.Tensor | np.ndarray, num_classes: int) -> list[int]:
-    """Images per class index (0 for classes with none)."""
-    return torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=num_classes).tolist()
+    """Images per class index (0 for classes with none); multi-hot rows (N, C): images carrying each label."""
+    labels = torch.as_tensor(labels)
+    if labels.ndim == 2:
+        return [int(v) for v in (labels > 0.5).sum(dim=0).tolist()]
+    return torch.bincount(labels.long(), minlength=num_classes).tolist()
+
+
+def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-image draw weights of `data.sampler=balanced` (float64, unnormalised).
+
+    Class indices: 1 / (images of the image's class), so every class is equally likely. Multi-hot rows
+    (N, C): labels co-occur, so no draw can make every label equally frequent; an image weighs
+    1 / (images carrying its rarest label) (the rule of LVIS's repeat-factor sampling, without its square
+    root), so images with a rare label are drawn as often as the rare label needs; images with no label at
+    all count as one more group.
+    """
+    labels = torch.as_tensor(labels)
+    if labels.ndim == 1:
+        labels = labels.long()
+        return 1.0 / torch.bincount(labels)[labels].double()
+    present = labels > 0.5
+    counts = present.sum(dim=0).double()
+    inverse = torch.where(present, 1.0 / counts.clamp(min=1)[None, :], 0.0).amax(dim=1)
+    empty = ~present.any(dim=1)
+    if empty.any():
+        inverse[empty] = 1.0 / float(empty.sum())
+    return inverse
 
 
 class BalancedSampler(DistributedSampler):
-    """`data.sampler=balanced`: every class equally likely, drawn with replacement from (seed, epoch).
+    """`data.sampler=balanced`: every class equally likely, drawn with replacement from (seed, epoch)
+    (multi-label data: see `balanced_weights`).
 
     One draw of `len(labels)` indices (rounded up to a multiple of the ranks) is made per epoch, the same on
     every rank; rank r takes positions r, r + R, r + 2R, ... of it, so the ranks' shares are disjoint and
@@ -85,8 +111,7 @@ class BalancedSampler(DistributedSampler):
         rank: int = 0,
     ) -> None:
         super().__init__(range(len(labels)), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)  # type: ignore[arg-type]
-        labels = torch.as_tensor(labels, dtype=torch.long)
-        self.weights = 1.0 / torch.bincount(labels)[labels].double()
+        self.weights = balanced_weights(labels)
         self.current_epoch = current_epoch
         self.total = math.ceil(len(labels) / num_replicas) * num_replicas
 

@@ -27,8 +27,9 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 
 
 class CachedFeatures(Dataset):
-    """(features, label) pairs; with two views per image, a fair coin picks the flipped one, as
-    RandomHorizontalFlip would (same `torch.rand(1) < 0.5` draw per sample).
+    """(features, label) pairs (a class index, or a multi-hot row when `labels` is 2-D); with two views per
+    image, a fair coin picks the flipped one, as RandomHorizontalFlip would (same `torch.rand(1) < 0.5` draw
+    per sample).
 
     A disk cache is a memory-mapped file: worker processes reopen the map instead of copying the tensor.
     """
@@ -41,11 +42,12 @@ class CachedFeatures(Dataset):
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int | torch.Tensor]:
         view = 0
         if self.random_view and self.features.shape[0] > 1:
             view = int(torch.rand(1).item() < 0.5)
-        return self.features[view, idx], int(self.labels[idx])
+        label = self.labels[idx] if self.labels.ndim == 2 else int(self.labels[idx])  # multi-hot row or index
+        return self.features[view, idx], label
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -1,5 +1,10 @@
 """The LightningModule: a backbone split into stages plus a fresh head, cross-entropy, accuracy, and
-optimizer groups per stage so a fine-tuning schedule can unfreeze without rebuilding the optimizer."""
+optimizer groups per stage so a fine-tuning schedule can unfreeze without rebuilding the optimizer.
+
+Multi-label data (`multi_label=True`) trains a sigmoid head with binary cross-entropy; each validation epoch
+logs macro mAP (`val/mAP`), per-label AP and macro/micro F1 at per-label thresholds tuned on that epoch's
+validation predictions, and the thresholds go into the checkpoint's `ftlab` record.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ from ftlab.data.preprocessing import Preprocessing
 from ftlab.errors import FtlabError
 from ftlab.finetune.param_groups import HEAD, ParamGroupsSettings, build_param_groups, stage_lr_multipliers
 from ftlab.models.backbones import build
-from ftlab.models.loss import LossSettings, dominant_label, loss_weights
+from ftlab.models.loss import LossSettings, MultiLabelLoss, dominant_label, loss_weights, positive_weights
+from ftlab.models.multilabel import MultiLabelScores, ScoresAndTargets, tune_thresholds
 from ftlab.models.stages import Stages, run_stages, split
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -109,6 +115,7 @@ class Classifier(L.LightningModule):
         scheduler_interval: str = "epoch",
         scheduler_monitor: str | None = None,
         channels_last: bool = False,
+        multi_label: bool = False,
         **flat: Any,
     ) -> None:
         super().__init__()
@@ -126,6 +133,7 @@ class Classifier(L.LightningModule):
                 "scheduler_interval": scheduler_interval,
                 "scheduler_monitor": scheduler_monitor,
                 "channels_last": channels_last,
+                "multi_label": multi_label,
             }
         )
         self.param_group_settings, self.loss_settings = groups, loss
@@ -140,13 +148,29 @@ class Classifier(L.LightningModule):
         object.__setattr__(self, "_head", head)
         self.lr_policy: LrPolicy | None = None  # set by `follow`; None: the optimizer's LRs as they are
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=loss.label_smoothing)  # recipes: loss.* options
-        self.criterion.register_buffer(
-            "weight", loss_weights(loss.class_weights, None, len(class_names)), persistent=False
-        )
         num_classes = len(class_names)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.multi_label = multi_label
+        self.thresholds: list[float] | None = None  # multi-label: per-label thresholds tuned on val
+        self.criterion: nn.Module
+        if multi_label:
+            check_multi_label_loss(loss)
+            self.criterion = MultiLabelLoss(loss.label_smoothing)
+            self.criterion.weight = loss_weights(loss.class_weights, None, num_classes)
+            self.criterion.pos_weight = positive_weights(loss.pos_weight, None, num_classes)
+            self.val_scores = ScoresAndTargets()
+        else:
+            if loss.pos_weight is not None:
+                raise FtlabError(
+                    f"loss.pos_weight={loss.pos_weight!r} applies to multi-label data only (a sigmoid head "
+                    "with binary cross-entropy); this data has one class per image. Remove loss.pos_weight "
+                    "(use loss.class_weights to weigh classes)."
+                )
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=loss.label_smoothing)  # loss.* options
+            self.criterion.register_buffer(
+                "weight", loss_weights(loss.class_weights, None, num_classes), persistent=False
+            )
+            self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+            self.val_acc = MulticlassAccuracy(num_classes, average="micro")
 
     @property
     def head(self) -> nn.Module:
@@ -195,6 +219,11 @@ class Classifier(L.LightningModule):
             images, labels = batch
             logits = self(images)
         loss = self.criterion(logits, labels)
+        if self.multi_label:
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+            if stage == "val":
+                self.val_scores.update(torch.sigmoid(logits.float()), labels)
+            return loss
         acc = self.train_acc if stage == "train" else self.val_acc
         acc(logits, dominant_label(labels))  # MixUp/CutMix soft targets: accuracy against the dominant label
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
@@ -202,10 +231,38 @@ class Classifier(L.LightningModule):
         return loss
 
     def setup(self, stage: str) -> None:
+        if self.multi_label and self.loss_settings.pos_weight == "auto" and self.trainer is not None:
+            labels = self.trainer.datamodule.raw_labels("train")  # type: ignore[attr-defined]
+            weights = positive_weights("auto", labels, len(self.class_names))
+            self.criterion.pos_weight = None if weights is None else weights.to(self.device)
+            return
         if self.loss_settings.class_weights == "auto" and self.trainer is not None:  # from the train split
             labels = self.trainer.datamodule.raw_labels("train")  # type: ignore[attr-defined]
             weights = loss_weights("auto", labels, len(self.class_names))
             self.criterion.weight = None if weights is None else weights.to(self.device)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.multi_label:
+            self.val_scores.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Multi-label: tune the thresholds on this epoch's validation predictions and log val/mAP, macro and
+        micro F1 at those thresholds and AP per label (`val/class_ap/<label>`)."""
+        if not self.multi_label:
+            return
+        probs, targets = self.val_scores.compute()  # every rank's images under DDP
+        self.val_scores.reset()
+        if (self._trainer is not None and self._trainer.sanity_checking) or not len(probs):
+            return
+        thresholds = tune_thresholds(probs, targets)
+        self.thresholds = [float(t) for t in thresholds]
+        scores = MultiLabelScores.of(probs, targets, thresholds)
+        self.log("val/mAP", scores.mean_ap, prog_bar=True)
+        self.log("val/f1_macro", scores.f1_macro)
+        self.log("val/f1_micro", scores.f1_micro)
+        for name, ap in zip(self.class_names, scores.ap, strict=True):
+            if ap == ap:  # NaN: no positive validation image
+                self.log(f"val/class_ap/{name}", ap)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -270,4 +327,22 @@ class Classifier(L.LightningModule):
             "head_name": self.head_name,
             "stages": list(self.stages),
             "preprocessing": self.preprocessing.to_dict(),
+            "multi_label": self.multi_label,
+            "thresholds": list(self.thresholds) if self.multi_label and self.thresholds else None,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        thresholds = (checkpoint.get("ftlab") or {}).get("thresholds")
+        if self.multi_label and thresholds is not None:
+            self.thresholds = [float(t) for t in thresholds]
+
+
+def check_multi_label_loss(loss: LossSettings) -> None:
+    """Refuse loss options that have no multi-label meaning, with what to use instead."""
+    if loss.class_weights == "auto":
+        raise FtlabError(
+            "loss.class_weights=auto is the single-label rule (inverse class frequency); multi-label data "
+            "trains one binary cross-entropy per label. Use loss.pos_weight=auto (negatives / positives per "
+            "label, from the training split) to weigh rare labels, or give loss.class_weights as a list of "
+            "one weight per label."
+        )

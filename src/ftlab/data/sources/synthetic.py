@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -12,7 +13,8 @@ from ftlab.data.sources.base import Asset
 
 @dataclass
 class SyntheticSource:
-    """Generated, learnable images: each class has its own colour and stripe orientation, plus noise."""
+    """Generated, learnable images: each class has its own colour and stripe orientation, plus noise
+    (`multi_label=true`: several classes per image, each a patch of its colour and stripes)."""
 
     num_classes: int = 3  # number of generated classes (class_0, class_1, ...)
     train_size: int = 96  # generated training images
@@ -21,6 +23,8 @@ class SyntheticSource:
     noise: float = 0.25  # Gaussian noise level (0 = trivially separable)
     seed: int = 0
     classes: list[str] = field(default_factory=list)  # class names; empty = class_0, class_1, ...
+    # true: several labels per image (each class a coloured striped patch, present or not)
+    multi_label: bool = False
     fixed_size: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
@@ -49,5 +53,29 @@ class SyntheticSource:
         )
         return TensorImages((images.clamp(0, 1) * 255).to(torch.uint8), labels)
 
+    def _generate_multi(self, n: int, seed: int) -> TensorImages:
+        """Images holding a random set of the classes (each present with probability 0.4, at least one):
+        class k paints a square patch of a third of the side, in its own colour and stripe orientation, at a
+        random place; labels are the (n, classes) multi-hot rows."""
+        gen = torch.Generator().manual_seed(seed)
+        palette = torch.rand(self.num_classes, 3, 1, 1, generator=torch.Generator().manual_seed(12345))
+        labels = (torch.rand(n, self.num_classes, generator=gen) < 0.4).float()
+        empty = labels.sum(dim=1) == 0
+        labels[empty, torch.randint(self.num_classes, (int(empty.sum()),), generator=gen)] = 1.0
+        side = max(4, self.size // 3)
+        coords = torch.linspace(0, 6.2832, side)
+        yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+        images = 0.5 + self.noise * torch.randn(n, 3, self.size, self.size, generator=gen)
+        for k in range(self.num_classes):
+            angle = k * 3.1416 / self.num_classes
+            patch = 0.7 * palette[k] + 0.3 * torch.sin(xx * 2 * math.cos(angle) + yy * 2 * math.sin(angle))
+            for i in torch.nonzero(labels[:, k]).flatten().tolist():
+                y, x = torch.randint(self.size - side + 1, (2,), generator=gen).tolist()
+                images[i, :, y : y + side, x : x + side] = patch + self.noise * torch.randn(
+                    3, side, side, generator=gen
+                )
+        return TensorImages((images.clamp(0, 1) * 255).to(torch.uint8), labels)
+
     def load(self) -> tuple[LabeledImages, LabeledImages]:
-        return self._generate(self.train_size, self.seed), self._generate(self.val_size, self.seed + 1)
+        make = self._generate_multi if self.multi_label else self._generate
+        return make(self.train_size, self.seed), make(self.val_size, self.seed + 1)
