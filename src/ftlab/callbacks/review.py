@@ -1,6 +1,8 @@
 """TensorBoard review of a run: a confusion matrix and per-class accuracy each validation epoch, a grid of the
 worst misclassified validation images (each beside
-its Grad-CAM overlay) and the HParams entry (hyperparameters with final metrics) at the end.
+its Grad-CAM overlay) and the HParams entry (hyperparameters with final metrics) at the end. Multi-label runs
+get the HParams entry only (with val/mAP): they have no confusion matrix or single misclassification, and the
+module logs AP per label each epoch.
 
 The callback reads the logits of the module's own validation forward pass (a forward hook), so it adds no
 extra pass, and it works whether the validation batches are images or cached frozen-prefix features: the grid
@@ -40,7 +42,9 @@ HPARAM_METRICS = {
     "val/acc": "hparams/val_acc",
     "val/loss": "hparams/val_loss",
     "train/acc": "hparams/train_acc",
+    "val/mAP": "hparams/val_mAP",  # multi-label runs
 }
+BEST_METRICS = {"val/acc": "hparams/best_val_acc", "val/mAP": "hparams/best_val_mAP"}
 
 
 def per_class_accuracy(matrix: torch.Tensor) -> torch.Tensor:
@@ -98,8 +102,8 @@ class TensorBoardReview(Callback):
             self._logits = output.detach()
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+        if trainer.sanity_checking or getattr(pl_module, "multi_label", False):
+            return  # multi-label: no confusion matrix; the module logs AP per label itself
         if self.confusion is None:
             self.confusion = MulticlassConfusionMatrix(len(pl_module.class_names))  # type: ignore[arg-type]
         self.confusion = self.confusion.to(pl_module.device)
@@ -227,8 +231,9 @@ class TensorBoardReview(Callback):
         metrics = {name: float(logged[key]) for key, name in HPARAM_METRICS.items() if key in logged}
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_score", None)
-        if best is not None and getattr(checkpoint, "monitor", None) == "val/acc":
-            metrics["hparams/best_val_acc"] = float(best)
+        monitor = getattr(checkpoint, "monitor", None)
+        if best is not None and monitor in BEST_METRICS:
+            metrics[BEST_METRICS[monitor]] = float(best)
         return metrics
 
 

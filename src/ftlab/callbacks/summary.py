@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 COLUMNS = ("train/loss", "train/acc", "val/loss", "val/acc")
+MULTI_LABEL_COLUMNS = ("train/loss", "val/loss", "val/mAP", "val/f1_macro")  # runs on multi-label data
 
 
 class EpochSummary(Callback):
@@ -23,19 +24,20 @@ class EpochSummary(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         row = {"epoch": float(trainer.current_epoch + 1)}
-        for key in COLUMNS:
+        for key in COLUMNS + MULTI_LABEL_COLUMNS:
             if key in trainer.callback_metrics:
                 row[key] = float(trainer.callback_metrics[key])
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
 
     def table(self) -> Table:
-        """The rows as a rich table."""
+        """The rows as a rich table (mAP and macro F1 instead of accuracy for multi-label runs)."""
+        columns = MULTI_LABEL_COLUMNS if any("val/mAP" in row for row in self.rows) else COLUMNS
         table = Table(title="ftlab: per-epoch metrics")
         table.add_column("epoch", justify="right")
-        for key in COLUMNS:
+        for key in columns:
             table.add_column(key, justify="right")
         for row in self.rows:
-            table.add_row(f"{int(row['epoch'])}", *(f"{row[k]:.4f}" if k in row else "-" for k in COLUMNS))
+            table.add_row(f"{int(row['epoch'])}", *(f"{row[k]:.4f}" if k in row else "-" for k in columns))
         return table
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -8,6 +8,8 @@ checkpoint; predict, eval and export apply it from then on. The tables are print
 `per_class.csv`, `confusion_matrix.csv`, `confusion_matrix.png` and `reliability_diagram.png` are written to
 the eval run folder (logs/eval/<timestamp>/ unless `hydra.run.dir` says otherwise), and the reliability
 diagram also goes to the training run's TensorBoard when the checkpoint sits in its run folder.
+A multi-label checkpoint gets the per-label table instead (threshold, precision, recall, F1, AP, support, then
+macro and micro means and mAP) in `metrics.json` and `per_class.csv`; it is not calibrated.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ftlab.data.settings import DataSettings
 from ftlab.errors import report_errors
 from ftlab.inference import evaluation
 from ftlab.inference.calibration import describe
-from ftlab.inference.evaluation import Report, log_to_tensorboard, tensorboard_folder
+from ftlab.inference.evaluation import MultiLabelReport, Report, log_to_tensorboard, tensorboard_folder
 from ftlab.inference.tta import tta_views
 from ftlab.training.settings import PathsSettings
 
@@ -54,7 +56,7 @@ class EvalOptions:
     paths: PathsSettings = field(default_factory=PathsSettings)
 
 
-def evaluate(cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
+def evaluate(cfg: DictConfig) -> tuple[Report | MultiLabelReport, dict[str, Any]]:
     """Evaluate `cfg.ckpt_path` on the chosen data; return the report and what was evaluated."""
     options = command_options(cfg, EvalOptions, "eval")
     tta_views(torch.zeros(1, 3, 2, 2), options.tta)  # a wrong tta= fails before any data is loaded
@@ -65,11 +67,13 @@ def evaluate(cfg: DictConfig) -> tuple[Report, dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 @report_errors
 def _hydra_main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the accuracy."""
+    """Hydra entry point; returns the accuracy (multi-label: the macro mAP)."""
     report, about = evaluate(cfg)
     console = Console()
     source = about["data"].get("source")
     console.print(f"{about['ckpt_path']}: {about['split']} split of {source} ({about['images']} images)")
+    if isinstance(report, MultiLabelReport):
+        return _multi_label(report, about, Path(str(cfg.paths.output_dir)), console)
     fit = about.get("calibration_fit")
     if fit:
         console.print(
@@ -88,6 +92,21 @@ def _hydra_main(cfg: DictConfig) -> float:
     console.print(f"accuracy: {report.accuracy:.4f}")
     console.print("written: " + "  ".join(str(p) for p in written))
     return report.accuracy
+
+
+def _multi_label(report: MultiLabelReport, about: dict[str, Any], folder: Path, console: Console) -> float:
+    """Print and write a multi-label checkpoint's per-label table; return its macro mAP."""
+    for table in report.tables():
+        console.print(table)
+    written = report.write(folder, about)
+    console.print(f"thresholds: {about['thresholds_from']}; a label is predicted at p >= its threshold")
+    summary = report.summary()
+    console.print(
+        f"mAP: {summary['mAP']:.4f}  macro F1: {summary['macro']['f1']:.4f}  "
+        f"micro F1: {summary['micro']['f1']:.4f}"
+    )
+    console.print("written: " + "  ".join(str(p) for p in written))
+    return report.headline
 
 
 @report_errors

@@ -5,7 +5,11 @@ preprocessing recorded in the checkpoint) and classified in batches on the CPU o
 line per image, `path  dog 0.80  cat 0.10  automobile 0.10`, most probable first; `format=json` prints one
 JSON object per line with `path`, `probs` (class -> probability, most probable first) and `top1`.
 Probabilities are temperature-scaled when the checkpoint holds a temperature (`ftlab.eval calibrate=true`).
-`explain=true out_dir=<folder>` also writes a Grad-CAM overlay PNG per image (CNN backbones).
+A multi-label checkpoint prints each image's label set first, then every label's sigmoid probability
+(`path  [dog,cat]  dog 0.91  cat 0.70  car 0.02`; JSON: `path`, `labels`, `probs`); a label is in the set when
+its probability reaches the threshold tuned on the validation split (stored in the checkpoint).
+`explain=true out_dir=<folder>` also writes a Grad-CAM overlay PNG per image (CNN backbones; multi-label: one
+per predicted label).
 An image that cannot be read is reported on stderr and skipped; the exit status is then 2.
 """
 
@@ -70,7 +74,8 @@ def run(options: PredictOptions, out: IO[str]) -> None:
         raise FtlabError("explain=true needs out_dir=<folder>: the folder the Grad-CAM overlay PNGs go to.")
     paths = collect_images(options.inputs)
     model = TrainedModel.load(options.ckpt_path, options.device)
-    print(describe(model.temperature), file=sys.stderr)  # stdout stays one line per image
+    about = multi_label_note(model) if model.multi_label else describe(model.temperature)
+    print(about, file=sys.stderr)  # stdout stays one line per image
     failed: list[str] = []
     tta_views(torch.zeros(1, 3, 2, 2), options.tta)  # a wrong tta= fails before any image is read
     batches = predict(model, paths, options.top_k, options.batch_size, options.num_workers, options.tta)
@@ -89,6 +94,14 @@ def run(options: PredictOptions, out: IO[str]) -> None:
             f"{len(failed)} of {len(paths)} images could not be read (listed above); the others were "
             "classified."
         )
+
+
+def multi_label_note(model: TrainedModel) -> str:
+    """What the label sets of a multi-label checkpoint mean, for stderr."""
+    if model.thresholds is None:
+        return "multi-label: sigmoid probability per label; labels at p >= 0.5 (no tuned thresholds stored)"
+    cuts = ", ".join(f"{n} {t:.2f}" for n, t in zip(model.class_names, model.thresholds, strict=True))
+    return f"multi-label: sigmoid probability per label; labels at p >= their val-tuned thresholds ({cuts})"
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="predict")

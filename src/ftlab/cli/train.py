@@ -17,6 +17,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the metric named by `optimized_metric` (for sweepers)."""
     metrics, _ = train(cfg)
     name = cfg.get("optimized_metric")
+    if name == "val/acc" and name not in metrics and "val/mAP" in metrics:
+        name = "val/mAP"  # multi-label runs log no accuracy: their sweeps optimise macro mAP
     return metrics.get(name) if name else None
 
 

@@ -67,6 +67,14 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor, max_iter: int = 
     return float(log_t.detach().exp())
 
 
+MULTI_LABEL_REFUSAL = (
+    "calibrate=true: this checkpoint is multi-label (a sigmoid per label, with per-label thresholds tuned on "
+    "the validation split for F1). Temperature scaling fits one softmax temperature; ftlab does not "
+    "calibrate multi-label models, since a temperature would move every probability off the thresholds "
+    "tuned for it. Run without calibrate=true: the stored thresholds decide each label."
+)
+
+
 def store_temperature(ckpt_path: str | Path, temperature: float) -> None:
     """Write `temperature` into the checkpoint's `ftlab` record (atomic rewrite: never half-written)."""
     path = Path(ckpt_path).expanduser()

@@ -81,13 +81,27 @@ class TrainedModel:
         return self.module(images.to(self.device)).float().cpu()
 
     @property
+    def multi_label(self) -> bool:
+        """The checkpoint's head is one sigmoid per label (trained on multi-label data)."""
+        return bool(self.record.get("multi_label", False))
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        """Multi-label: the per-label thresholds tuned on the validation split (None: 0.5 for every label)."""
+        values = self.record.get("thresholds")
+        return None if values is None else [float(v) for v in values]
+
+    @property
     def temperature(self) -> float | None:
         """The temperature stored by `ftlab.eval calibrate=true` (or training); None if never fitted."""
         value = self.record.get("temperature")
         return None if value is None else float(value)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, classes) on the CPU: softmax(logits / T) once calibrated, else softmax."""
+        """Class probabilities (N, classes) on the CPU: softmax(logits / T) once calibrated, else softmax;
+        multi-label: one sigmoid probability per label."""
+        if self.multi_label:
+            return torch.sigmoid(self.logits(images))
         return torch.softmax(self.logits(images) / (self.temperature or 1.0), dim=1)
 
 

@@ -1,4 +1,6 @@
-"""Evaluate a checkpoint on labelled data: accuracy, per-class metrics, confusion matrix and calibration.
+"""Evaluate a checkpoint on labelled data: accuracy, per-class metrics, confusion matrix and calibration;
+for a multi-label checkpoint, per-label precision, recall, F1, AP and support at its stored thresholds, with
+macro and micro means and mAP.
 
 Without a `data` config the checkpoint is evaluated on its own training run's validation split (read from the
 run's `.hydra/config.yaml`, same seed). Images go through the DataModule's validation pipeline with the
@@ -30,10 +32,17 @@ from ftlab.config.check import group_settings, run_config_values
 from ftlab.data import build_datamodule, build_source
 from ftlab.data.settings import DataSettings
 from ftlab.errors import FtlabError
-from ftlab.inference.calibration import ECE_BINS, Calibration, fit_temperature, store_temperature
+from ftlab.inference.calibration import (
+    ECE_BINS,
+    MULTI_LABEL_REFUSAL,
+    Calibration,
+    fit_temperature,
+    store_temperature,
+)
 from ftlab.inference.checkpoint import TrainedModel, class_mismatch, read_record
 from ftlab.inference.plots import confusion_figure, reliability_figure, row_normalized, save_figure
-from ftlab.inference.tta import tta_logits
+from ftlab.inference.tta import tta_logits, tta_multilabel_logits
+from ftlab.models.multilabel import DEFAULT_THRESHOLD, MultiLabelScores
 
 SPLITS = ("val", "all")
 DEFAULT_SEED = 42  # train.yaml's seed, for checkpoints whose run config is gone
@@ -192,6 +201,92 @@ class Report:
         return table
 
 
+@dataclass
+class MultiLabelReport:
+    """Evaluation of a multi-label checkpoint at its stored thresholds (0.5 where it has none): per label
+    precision, recall, F1, average precision and support; macro and micro means; macro mAP."""
+
+    class_names: list[str]
+    thresholds: list[float]
+    scores: MultiLabelScores
+    images: int
+    calibration: None = None  # multi-label checkpoints are not calibrated
+    temperature: None = None
+
+    @classmethod
+    def from_logits(
+        cls,
+        class_names: list[str],
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        thresholds: list[float] | None,
+    ) -> MultiLabelReport:
+        """Scores of sigmoid(logits) against multi-hot targets (checkpoint column order)."""
+        cut = thresholds if thresholds is not None else [DEFAULT_THRESHOLD] * len(class_names)
+        scores = MultiLabelScores.of(torch.sigmoid(logits.float()), target, cut)
+        return cls(class_names, list(cut), scores, len(target))
+
+    @property
+    def headline(self) -> float:
+        """Macro mean average precision (what ftlab.eval returns)."""
+        return self.scores.mean_ap
+
+    def macro(self, values: list[float]) -> float:
+        """Unweighted mean over labels."""
+        return sum(values) / len(values)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per label: label, threshold, precision, recall, f1, ap, support."""
+        s = self.scores
+        return [
+            {"label": name, "threshold": t, "precision": p, "recall": r, "f1": f, "ap": ap, "support": n}
+            for name, t, p, r, f, ap, n in zip(
+                self.class_names, self.thresholds, s.precision, s.recall, s.f1, s.ap, s.support, strict=True
+            )
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """Macro and micro means and mAP."""
+        s = self.scores
+        return {
+            "mAP": s.mean_ap,
+            "macro": {"precision": self.macro(s.precision), "recall": self.macro(s.recall), "f1": s.f1_macro},
+            "micro": {"precision": s.precision_micro, "recall": s.recall_micro, "f1": s.f1_micro},
+        }
+
+    def tables(self) -> list[Table]:
+        """The per-label table with its macro and micro rows."""
+        summary = self.summary()
+        table = Table(title=f"multi-label: mAP {summary['mAP']:.4f} on {self.images} images")
+        for column in ("label", "threshold", "precision", "recall", "f1", "AP", "support"):
+            table.add_column(column, justify="left" if column == "label" else "right")
+        for row in self.rows():
+            ap = "-" if row["ap"] != row["ap"] else f"{row['ap']:.4f}"
+            values = (f"{row[k]:.4f}" for k in ("threshold", "precision", "recall", "f1"))
+            table.add_row(row["label"], *values, ap, str(row["support"]))
+        total = str(sum(self.scores.support))
+        for kind in ("macro", "micro"):
+            values = (f"{summary[kind][k]:.4f}" for k in ("precision", "recall", "f1"))
+            ap = f"{summary['mAP']:.4f}" if kind == "macro" else "-"
+            table.add_row(f"{kind} avg", "", *values, ap, total, style="bold")
+        return [table]
+
+    def write(self, folder: Path, about: dict[str, Any]) -> list[Path]:
+        """metrics.json and per_class.csv (label, threshold, precision, recall, f1, ap, support)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / "metrics.json", folder / "per_class.csv"]
+        rows = self.rows()
+        summary = {**about, "multi_label": True, "class_names": self.class_names, **self.summary()}
+        summary["per_class"] = {row["label"]: {k: v for k, v in row.items() if k != "label"} for row in rows}
+        paths[0].write_text(json.dumps(summary, indent=2) + "\n")
+        with open(paths[1], "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["class", "threshold", "precision", "recall", "f1", "ap", "support"])
+            for row in rows:
+                writer.writerow(list(row.values()))
+        return paths
+
+
 def data_settings(options: Any) -> tuple[DataSettings, int, str]:
     """The data settings to evaluate on, the split seed, and where both came from.
 
@@ -234,11 +329,19 @@ def evaluation_logits(
         dataset = ConcatDataset([datamodule.train_set, datamodule.val_set])
     loader = DataLoader(dataset, batch_size=datamodule.batch_size, num_workers=datamodule.num_workers)
     to_checkpoint = torch.tensor([model.class_names.index(name) for name in source.classes])
+    from_source = torch.tensor([source.classes.index(name) for name in model.class_names])
+    if model.multi_label != datamodule.multi_label:
+        raise FtlabError(
+            f"ckpt_path={options.ckpt_path!r} is {'multi' if model.multi_label else 'single'}-label, and the "
+            f"data gives {'several labels' if datamodule.multi_label else 'one class'} per image: evaluate "
+            "on data of the kind the model was trained on (for data=csv, data.multi_label says which)."
+        )
+    combine = tta_multilabel_logits if model.multi_label else tta_logits
     logits, target = [], []
     for images, labels in loader:
         batch = datamodule.device_transform(images.to(model.device))
-        logits.append(tta_logits(model.logits, batch, getattr(options, "tta", "none")))  # tta= hook
-        target.append(to_checkpoint[labels])
+        logits.append(combine(model.logits, batch, getattr(options, "tta", "none")))  # tta= hook
+        target.append(labels[:, from_source] if model.multi_label else to_checkpoint[labels])
     if not logits:
         raise FtlabError(f"split={split}: the data has no images to evaluate.")
     return model, torch.cat(logits), torch.cat(target), len(dataset)  # type: ignore[arg-type]
@@ -257,6 +360,8 @@ def calibrate(ckpt_path: str, data: DataSettings, seed: int, device: str = "auto
 
     Logits are taken without any stored temperature, so calibrating again refits from scratch.
     """
+    if read_record(ckpt_path).get("multi_label"):
+        raise FtlabError(MULTI_LABEL_REFUSAL)
     options = _Options(ckpt_path=ckpt_path, device=device)
     _, logits, target, _ = evaluation_logits(options, data, seed, "val")
     return fit_and_store(ckpt_path, logits, target)
@@ -268,17 +373,24 @@ class _Options:
     device: str = "auto"
 
 
-def evaluate(options: Any) -> tuple[Report, dict[str, Any]]:
+def evaluate(options: Any) -> tuple[Report | MultiLabelReport, dict[str, Any]]:
     """Evaluate `options.ckpt_path` on `options.data` or the run's own data; the report and what was used.
 
     With `options.calibrate`, temperature scaling is first fitted on the validation split and stored.
     """
     if options.split not in SPLITS:
         raise FtlabError(f"split={options.split!r}: use one of {', '.join(SPLITS)}.")
-    read_record(options.ckpt_path)
+    record = read_record(options.ckpt_path)
+    if record.get("multi_label") and getattr(options, "calibrate", False):
+        raise FtlabError(MULTI_LABEL_REFUSAL)
     data, seed, data_from = data_settings(options)
     about: dict[str, Any] = {}
     model, logits, target, count = evaluation_logits(options, data, seed, options.split)
+    report: Report | MultiLabelReport
+    if model.multi_label:
+        report = MultiLabelReport.from_logits(model.class_names, logits, target, model.thresholds)
+        about = {"thresholds_from": "checkpoint" if model.thresholds is not None else "0.5 (none stored)"}
+        return report, _about(options, data, data_from, seed, count, about)
     temperature = model.temperature
     if getattr(options, "calibrate", False):
         val = (
@@ -287,16 +399,21 @@ def evaluate(options: Any) -> tuple[Report, dict[str, Any]]:
         about["calibration_fit"] = fit_and_store(options.ckpt_path, *val)
         temperature = about["calibration_fit"]["temperature"]
     report = Report.from_logits(model.class_names, logits, target, temperature)
-    about = {
+    return report, _about(options, data, data_from, seed, count, about)
+
+
+def _about(
+    options: Any, data: DataSettings, data_from: str, seed: int, count: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    return {
         "ckpt_path": str(options.ckpt_path),
         "data": dataclasses.asdict(data),
         "data_config_from": data_from,
         "split": options.split,
         "seed": seed,
         "images": count,
-        **about,
+        **extra,
     }
-    return report, about
 
 
 def tensorboard_folder(ckpt_path: str | Path) -> Path | None:

@@ -68,6 +68,8 @@ def metadata(model: TrainedModel) -> dict[str, Any]:
         ),
         "temperature": model.temperature,
         "source_checkpoint": str(model.path),
+        "multi_label": model.multi_label,  # true: sigmoid per label, label i shown when p_i >= thresholds[i]
+        "thresholds": model.thresholds,  # multi-label: per-label thresholds tuned on val (else null)
     }
 
 

@@ -18,6 +18,7 @@ from ftlab.errors import FtlabError
 from ftlab.inference.checkpoint import TrainedModel
 from ftlab.inference.gradcam import Explainer, overlay, save_png
 from ftlab.inference.tta import tta_mean
+from ftlab.models.multilabel import predicted_labels
 
 OUTPUT_FORMATS = ("text", "json")  # how ftlab.predict prints a prediction
 
@@ -69,21 +70,29 @@ def _collate(items: list[Item]) -> list[Item]:
 
 @dataclass
 class Prediction:
-    """One image's class probabilities, most probable first."""
+    """One image's class probabilities, most probable first; multi-label: every label's sigmoid probability
+    and `labels`, the set at or above their thresholds (in class order)."""
 
     path: str
     probs: dict[str, float]
+    labels: list[str] | None = None  # multi-label checkpoints only
 
     @property
     def top1(self) -> str:
         return next(iter(self.probs))
 
     def text(self) -> str:
-        """`path  dog 0.80  cat 0.10`."""
-        return "  ".join([self.path, *(f"{name} {p:.2f}" for name, p in self.probs.items())])
+        """`path  dog 0.80  cat 0.10`; multi-label: `path  [dog,cat]  dog 0.91  cat 0.70  car 0.02`."""
+        shown = [f"{name} {p:.2f}" for name, p in self.probs.items()]
+        if self.labels is not None:
+            shown.insert(0, "[" + ",".join(self.labels) + "]")
+        return "  ".join([self.path, *shown])
 
     def json(self) -> str:
-        """`{"path": ..., "probs": {...}, "top1": ...}` on one line."""
+        """`{"path": ..., "probs": {...}, "top1": ...}` on one line; multi-label:
+        `{"path": ..., "labels": [...], "probs": {...}}`."""
+        if self.labels is not None:
+            return json.dumps({"path": self.path, "labels": self.labels, "probs": self.probs})
         return json.dumps({"path": self.path, "probs": self.probs, "top1": self.top1})
 
 
@@ -116,11 +125,17 @@ def predict(
                 continue
             values, order = rows[idx].topk(k)
             names = [model.class_names[int(i)] for i in order]
-            yield Prediction(paths[idx], {n: float(v) for n, v in zip(names, values, strict=True)})
+            labels = None
+            if model.multi_label:
+                chosen = predicted_labels(rows[idx][None], model.thresholds)[0]
+                labels = [name for name, on in zip(model.class_names, chosen.tolist(), strict=True) if on]
+            yield Prediction(paths[idx], {n: float(v) for n, v in zip(names, values, strict=True)}, labels)
 
 
 def explain(model: TrainedModel, paths: list[str], out_dir: str | Path) -> list[Path]:
-    """Write a Grad-CAM overlay PNG per readable image (for its predicted class) into `out_dir`."""
+    """Write a Grad-CAM overlay PNG per readable image (for its predicted class) into `out_dir`; multi-label:
+    one PNG per predicted label (`<name>.<label>.gradcam.png`; the most probable label when none passes
+    its threshold)."""
     explainer = Explainer(model.module)  # refuses transformer families with the reason
     folder = Path(out_dir).expanduser()
     written: list[Path] = []
@@ -131,11 +146,24 @@ def explain(model: TrainedModel, paths: list[str], out_dir: str | Path) -> list[
         except FtlabError:
             continue  # predict reports it
         images = preprocess(raw, model.preprocessing)[None].to(model.device)
-        cam = explainer.maps(images)[0]
         name = Path(path).stem
         while name in used:  # same file name in two folders
             name += "_"
         used.add(name)
         shown = resize_and_crop(raw, model.preprocessing)
-        written.append(save_png(overlay(shown, cam), folder / f"{name}.gradcam.png"))
+        if not model.multi_label:
+            cam = explainer.maps(images)[0]
+            written.append(save_png(overlay(shown, cam), folder / f"{name}.gradcam.png"))
+            continue
+        probs = model.probabilities(images)
+        chosen = torch.nonzero(predicted_labels(probs, model.thresholds)[0]).flatten().tolist()
+        for label in chosen or [int(probs[0].argmax())]:
+            cam = explainer.maps(images, torch.tensor([label]))[0]
+            target = folder / f"{name}.{_safe(model.class_names[label])}.gradcam.png"
+            written.append(save_png(overlay(shown, cam), target))
     return written
+
+
+def _safe(label: str) -> str:
+    """A label as a file-name part (path separators and spaces replaced)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)

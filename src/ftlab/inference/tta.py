@@ -1,5 +1,6 @@
 """Test-time augmentation (`tta=hflip|five_crop` in ftlab.eval and ftlab.predict): the mean of the class
-probabilities over views of each image, all views of a batch in one forward pass."""
+probabilities (multi-label: of each label's sigmoid probability) over views of each image, all views of a
+batch in one forward pass."""
 
 from __future__ import annotations
 
@@ -53,3 +54,14 @@ def tta_logits(
     if mode == "none":
         return logits_fn(images)
     return torch.log(tta_probabilities(logits_fn, images, mode).clamp_min(1e-12))
+
+
+def tta_multilabel_logits(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, mode: str = "none"
+) -> torch.Tensor:
+    """Multi-label: logits whose sigmoid is the TTA mean of the per-label probabilities; plain logits
+    without TTA."""
+    if mode == "none":
+        return logits_fn(images)
+    mean = tta_mean(lambda x: torch.sigmoid(logits_fn(x).float()), images, mode)
+    return torch.logit(mean.clamp(1e-7, 1 - 1e-7))

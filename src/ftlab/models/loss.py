@@ -18,8 +18,9 @@ from ftlab.errors import FtlabError
 @register("loss", "settings")
 @dataclass
 class LossSettings:
-    """`loss`: cross-entropy options (timm/fastai recipes), all off by default; multi-label data trains with
-    binary cross-entropy, where `label_smoothing` moves each 0/1 target towards 0.5 and `pos_weight` applies."""
+    """`loss`: cross-entropy options (timm/fastai recipes), all off by default; multi-label data trains
+    with binary cross-entropy, where `label_smoothing` moves 0/1 targets towards 0.5 and `pos_weight`
+    applies."""
 
     # share of each target spread evenly over all classes (e.g. 0.1); multi-label: target t -> t(1-e) + e/2
     label_smoothing: float = 0.0

@@ -151,7 +151,7 @@ class Classifier(L.LightningModule):
         num_classes = len(class_names)
         self.multi_label = multi_label
         self.thresholds: list[float] | None = None  # multi-label: per-label thresholds tuned on val
-        self.criterion: nn.Module
+        self.criterion: nn.CrossEntropyLoss | MultiLabelLoss
         if multi_label:
             check_multi_label_loss(loss)
             self.criterion = MultiLabelLoss(loss.label_smoothing)
@@ -220,7 +220,8 @@ class Classifier(L.LightningModule):
             logits = self(images)
         loss = self.criterion(logits, labels)
         if self.multi_label:
-            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+            size = len(labels)
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
             if stage == "val":
                 self.val_scores.update(torch.sigmoid(logits.float()), labels)
             return loss
@@ -231,7 +232,8 @@ class Classifier(L.LightningModule):
         return loss
 
     def setup(self, stage: str) -> None:
-        if self.multi_label and self.loss_settings.pos_weight == "auto" and self.trainer is not None:
+        auto_pos = self.loss_settings.pos_weight == "auto"
+        if isinstance(self.criterion, MultiLabelLoss) and auto_pos and self.trainer is not None:
             labels = self.trainer.datamodule.raw_labels("train")  # type: ignore[attr-defined]
             weights = positive_weights("auto", labels, len(self.class_names))
             self.criterion.pos_weight = None if weights is None else weights.to(self.device)

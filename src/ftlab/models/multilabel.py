@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -85,7 +86,7 @@ class MultiLabelScores:
         seen = ap[support > 0]
         mean_ap = float(seen.mean()) if len(seen) else float("nan")
 
-        def per_label(metric, average):  # type: ignore[no-untyped-def]
+        def per_label(metric: Any, average: str | None) -> torch.Tensor:
             return metric(preds, target, n, average=average, zero_division=0)
 
         return cls(
@@ -106,17 +107,19 @@ class ScoresAndTargets(Metric):
     """Collects a validation epoch's probabilities and multi-hot targets (gathered over DDP ranks)."""
 
     full_state_update = False
+    probs: list[torch.Tensor]
+    targets: list[torch.Tensor]
 
     def __init__(self) -> None:
         super().__init__()
         self.add_state("probs", default=[], dist_reduce_fx="cat")
         self.add_state("targets", default=[], dist_reduce_fx="cat")
 
-    def update(self, probs: torch.Tensor, targets: torch.Tensor) -> None:  # type: ignore[override]
-        self.probs.append(probs.detach().float())  # type: ignore[union-attr]
-        self.targets.append(targets.detach().float())  # type: ignore[union-attr]
+    def update(self, probs: torch.Tensor, targets: torch.Tensor) -> None:
+        self.probs.append(probs.detach().float())
+        self.targets.append(targets.detach().float())
 
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.probs:
             return torch.empty(0, 0), torch.empty(0, 0)
-        return dim_zero_cat(self.probs), dim_zero_cat(self.targets)  # type: ignore[arg-type]
+        return dim_zero_cat(self.probs), dim_zero_cat(self.targets)

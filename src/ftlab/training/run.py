@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig
 from rich.console import Console
@@ -80,8 +80,9 @@ def _instantiate_all(nodes: dict[str, Any] | None) -> list[Any]:
     ]
 
 
-def build_module(settings: TrainSettings, class_names: list[str]) -> Classifier:
-    """The Classifier the settings describe (model, LR policy, optimizer, scheduler, loss, runtime)."""
+def build_module(settings: TrainSettings, class_names: list[str], multi_label: bool = False) -> Classifier:
+    """The Classifier the settings describe (model, LR policy, optimizer, scheduler, loss, runtime);
+    `multi_label` (the source's attribute) gives it a sigmoid head with binary cross-entropy."""
     optimizer, factory = settings.optimizer, settings.scheduler.factory
     module = Classifier(
         backbone=settings.model.backbone,
@@ -93,6 +94,7 @@ def build_module(settings: TrainSettings, class_names: list[str]) -> Classifier:
         scheduler_interval=settings.scheduler.interval,
         scheduler_monitor=settings.scheduler.monitor,
         channels_last=settings.runtime.channels_last,
+        multi_label=multi_label,
         optimizer=instantiate(optimizer) if optimizer and "_target_" in optimizer else None,
         scheduler=instantiate(factory) if factory is not None else None,
     )
@@ -142,6 +144,23 @@ def cap_log_interval(trainer_cfg: dict[str, Any], datamodule: ImageDataModule) -
         trainer_cfg["log_every_n_steps"] = batches
 
 
+CALIBRATE_MULTI_LABEL = (
+    "calibrate=true: temperature scaling fits one softmax temperature, and this data is multi-label (a "
+    "sigmoid per label, with per-label thresholds tuned on the validation split for F1). ftlab does not "
+    "calibrate multi-label models: a temperature would move every probability off the thresholds tuned for "
+    "it. Leave calibrate=false; the thresholds stored in the checkpoint decide each label."
+)
+
+
+def monitor_map(callbacks: list[Any]) -> None:
+    """Multi-label runs log no accuracy: checkpoint and early-stopping callbacks watching `val/acc` watch
+    `val/mAP` (macro mean average precision, higher is better) instead (logged)."""
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint | EarlyStopping) and callback.monitor == "val/acc":
+            callback.monitor = "val/mAP"
+            log.info("multi-label data: %s monitors val/mAP instead of val/acc", type(callback).__name__)
+
+
 def resolve_ckpt_path(settings: TrainSettings) -> str | None:
     """`ckpt_path=<file>` as given; `resume=last`: the newest `last.ckpt` among this task's earlier runs."""
     if settings.ckpt_path:
@@ -177,7 +196,10 @@ def run(settings: TrainSettings) -> tuple[dict[str, float], dict[str, Any]]:
     preflight.check(source, model.backbone, model.weights)
     L.seed_everything(settings.seed, workers=True)
 
-    module = build_module(settings, source.classes)
+    multi_label = bool(getattr(source, "multi_label", False))
+    if multi_label and settings.calibrate:
+        raise FtlabError(CALIBRATE_MULTI_LABEL)
+    module = build_module(settings, source.classes, multi_label)
     schedule = build_schedule(settings.finetune, module.trainable_stage_names, model.weights is not None)
     trainer_cfg = settings.trainer_options
     warn_unreached_phases(schedule, trainer_cfg.get("max_epochs"))
@@ -198,6 +220,8 @@ def run(settings: TrainSettings) -> tuple[dict[str, float], dict[str, Any]]:
         trainer_cfg["enable_model_summary"] = False
     cap_log_interval(trainer_cfg, datamodule)
     callbacks += recipes.recipe_callbacks(settings, schedule)  # early stopping, LR finder, EMA
+    if multi_label:
+        monitor_map(callbacks)
     loggers = _instantiate_all(settings.logger)
     with known_noise_filtered():
         trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)
@@ -205,16 +229,18 @@ def run(settings: TrainSettings) -> tuple[dict[str, float], dict[str, Any]]:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
+    score = "val_mAP" if multi_label else "val_acc"
     if checkpoint is not None and checkpoint.best_model_score is not None:
-        metrics["best/val_acc"] = float(checkpoint.best_model_score)
+        metrics[f"best/{score}"] = float(checkpoint.best_model_score)
     output_dir = settings.paths.output_dir
     log_dir = trainer.log_dir or output_dir  # a collective under DDP: every rank asks
     if trainer.is_global_zero:
         console = Console()
         console.print(f"logs: {log_dir}  (tensorboard --logdir {output_dir})")
         if checkpoint is not None and checkpoint.best_model_path:
-            best = metrics.get("best/val_acc", float("nan"))
-            console.print(f"best checkpoint: {checkpoint.best_model_path}  (val/acc {best:.4f})")
+            best = metrics.get(f"best/{score}", float("nan"))
+            shown = checkpoint.monitor or score.replace("_", "/", 1)
+            console.print(f"best checkpoint: {checkpoint.best_model_path}  ({shown} {best:.4f})")
         if settings.calibrate and checkpoint is not None and checkpoint.best_model_path:
             from ftlab.inference.evaluation import calibrate  # temperature scaling on the val split
 
