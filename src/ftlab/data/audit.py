@@ -29,6 +29,12 @@ from ftlab.data.transforms import preprocess
 from ftlab.errors import FtlabError
 
 SPLITS = ("train", "val")
+MULTI_LABEL_NOTE = (
+    "label check skipped: the data is multi-label. The label-error finder fits a probe that picks one class "
+    "per image and flags images whose confident class is not their label; with several labels per image "
+    "that rule has no meaning, so it does not run. Class counts (images carrying each label), duplicates and "
+    "train/val leakage above are checked as for single-label data."
+)
 
 
 @dataclass
@@ -37,7 +43,7 @@ class AuditImage:
 
     id: str
     split: str
-    label: int
+    label: int | list[int]  # class index; multi-label data: the indices of the image's labels
     width: int
     height: int
     mode: str
@@ -126,7 +132,12 @@ def describe(dataset: LabeledImages, split_name: str) -> Iterator[tuple[AuditIma
         file_hash = None
         if isinstance(dataset, FileImages):
             file_hash = hashlib.sha256(Path(dataset.paths[index]).read_bytes()).hexdigest()
-        label = int(dataset.labels[index])
+        row = dataset.labels[index]
+        label: int | list[int] = (
+            [int(i) for i in torch.nonzero(torch.as_tensor(row) > 0.5).flatten()]
+            if torch.as_tensor(row).ndim == 1
+            else int(row)
+        )
         height, width = int(pixels.shape[1]), int(pixels.shape[2])
         yield AuditImage(image_id, split_name, label, width, height, mode, pixel_hash, file_hash), pixels
 
@@ -247,7 +258,8 @@ def confident_label_errors(
 def _counts(images: list[AuditImage], classes: list[str]) -> dict[str, dict[str, int]]:
     table = {name: {s: 0 for s in SPLITS} for name in classes}
     for image in images:
-        table[classes[image.label]][image.split] += 1
+        for label in image.label if isinstance(image.label, list) else [image.label]:
+            table[classes[label]][image.split] += 1
     return table
 
 
@@ -276,6 +288,9 @@ def audit(
     result.pairs = exact_pairs(images)
     exact = {(p.a, p.b) for p in result.pairs} | {(p.b, p.a) for p in result.pairs}
     result.pairs += near_pairs(images, features, near_threshold, exact)
+    if any(isinstance(i.label, list) for i in images):
+        result.notes.append(MULTI_LABEL_NOTE)
+        return result, pixels
     labels = np.array([i.label for i in images])
     smallest = min(Counter(labels.tolist()).values())
     if len(set(labels.tolist())) < 2 or smallest < 2:
@@ -287,6 +302,7 @@ def audit(
     result.probe_accuracy = float((probs.argmax(axis=1) == labels).mean())
     for k in suspects.tolist():
         image, predicted = images[k], int(np.where(probs[k] >= thresholds, probs[k], -1).argmax())
+        assert isinstance(image.label, int)
         result.label_suspects.append(
             LabelSuspect(
                 image.id,

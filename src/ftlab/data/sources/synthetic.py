@@ -65,7 +65,7 @@ class SyntheticSource:
         side = max(4, self.size // 3)
         coords = torch.linspace(0, 6.2832, side)
         yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-        images = 0.5 + self.noise * torch.randn(n, 3, self.size, self.size, generator=gen)
+        images = 0.05 + self.noise * torch.randn(n, 3, self.size, self.size, generator=gen)  # dark ground
         for k in range(self.num_classes):
             angle = k * 3.1416 / self.num_classes
             patch = 0.7 * palette[k] + 0.3 * torch.sin(xx * 2 * math.cos(angle) + yy * 2 * math.sin(angle))
