@@ -9,13 +9,16 @@ import torch
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 from torch.nn import functional as F
 
+from ftlab.data.audit import MULTI_LABEL_NOTE, audit
 from ftlab.data.augment import BatchMix
 from ftlab.data.batches import CollateFeatures
 from ftlab.data.datasets import FileImages, TensorImages
+from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.sampling import balanced_weights, class_counts
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.errors import FtlabError
 from ftlab.features.store import CachedFeatures
+from ftlab.inference.tta import tta_multilabel_logits
 from ftlab.models.loss import LossSettings, MultiLabelLoss, positive_weights, smooth_binary
 from ftlab.models.module import Classifier
 from ftlab.models.multilabel import MultiLabelScores, predicted_labels, tune_thresholds
@@ -73,7 +76,9 @@ def test_tuned_thresholds_reach_the_best_f1_of_a_brute_force_search(seed: int) -
     y, p = targets.numpy().astype(int), probs.numpy()
     for k in range(p.shape[1]):
         candidates = np.concatenate([np.unique(p[:, k]), [np.inf]])  # every distinct cut, and none
-        best = max(f1_score(y[:, k], (p[:, k] >= t).astype(int), zero_division=0) for t in candidates)
+        hits = (p[:, k][None, :] >= candidates[:, None]).astype(int)  # one row of predictions per cut
+        tp = (hits * y[:, k]).sum(axis=1)
+        best = float((2 * tp / (hits.sum(axis=1) + y[:, k].sum())).max())  # F1 = 2TP / (2TP + FP + FN)
         chosen = f1_score(y[:, k], predicted_labels(probs, thresholds)[:, k].numpy(), zero_division=0)
         assert chosen == pytest.approx(best, abs=1e-9)
 
@@ -159,3 +164,27 @@ def test_the_synthetic_source_draws_several_labels_per_image() -> None:
     assert bool((train.labels.sum(dim=1) >= 1).all()) and bool((train.labels.sum(dim=1) >= 2).any())
     single, _ = SyntheticSource(num_classes=4, train_size=40, val_size=8).load()
     assert single.labels.ndim == 1
+
+
+def test_multi_label_tta_averages_sigmoid_probabilities() -> None:
+    linear = torch.nn.Linear(3 * 8 * 8, 3)
+    images = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        return linear(x.flatten(1))
+
+    with torch.no_grad():
+        mean = (torch.sigmoid(logits(images)) + torch.sigmoid(logits(images.flip(-1)))) / 2
+        torch.testing.assert_close(torch.sigmoid(tta_multilabel_logits(logits, images, "hflip")), mean)
+        torch.testing.assert_close(tta_multilabel_logits(logits, images, "none"), logits(images))
+
+
+def test_the_audit_counts_labels_and_explains_why_it_skips_the_label_check() -> None:
+    train, val = SyntheticSource(num_classes=3, train_size=12, val_size=6, multi_label=True).load()
+    extractor = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    prep = Preprocessing(resize_size=32, crop_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    result, _ = audit({"train": train, "val": val}, ["a", "b", "c"], extractor, prep)
+    counts = {name: [c["train"], c["val"]] for name, c in result.counts.items()}
+    expected = {n: [int(train.labels[:, k].sum()), int(val.labels[:, k].sum())] for k, n in enumerate("abc")}
+    assert counts == expected
+    assert result.label_suspects == [] and MULTI_LABEL_NOTE in result.notes
