@@ -5,7 +5,8 @@ A run is a folder holding `.hydra/overrides.yaml` and its metrics: TensorBoard e
 The report is a table of the overrides that differ between runs, best val accuracy and its epoch, final val
 loss, epochs to reach a target accuracy and wall time (best run first), as Markdown, CSV or JSON; `--plot`
 draws every run's val accuracy and loss curves on one figure. `CompareRuns` prints the per-epoch
-side-by-side table at the end of a Hydra multirun (`hydra.callbacks`).
+side-by-side table at the end of a Hydra multirun (`hydra.callbacks`). A multi-label run logs no accuracy: its
+val/mAP fills the accuracy columns (and names them when every run is multi-label).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ftlab.config.overrides import parse_overrides
 from ftlab.errors import FtlabError
 
 ACC, LOSS = "val/acc", "val/loss"
+MAP = "val/mAP"  # multi-label runs log no accuracy: their macro mAP takes its place in the report
 TABLE_FORMATS = ("markdown", "csv", "json")  # how ftlab.report prints its table
 DEFAULT_TARGET = 0.8
 
@@ -41,6 +43,7 @@ class Run:
     val_loss: dict[int, float] = field(default_factory=dict)
     wall_time_s: float | None = None
     metrics_from: str | None = None  # "tensorboard" | "csv" | None (nothing logged)
+    score: str = ACC  # what `val_acc` holds: val/acc, or val/mAP for a multi-label run
     diagnostics: dict[str, dict[int, float]] = field(default_factory=dict)  # drift/<stage>, grad_norm/<stage>
 
     @property
@@ -100,7 +103,7 @@ def _tensorboard_curves(folder: Path) -> tuple[dict[str, dict[int, float]], floa
         epoch_axis = "epoch" not in tags
         epoch_at = {} if epoch_axis else {e.step: int(e.value) + 1 for e in events.Scalars("epoch")}
         diagnostics = [t for t in tags if t.startswith(DIAGNOSTIC_PREFIXES)]
-        for tag in (ACC, LOSS, *diagnostics):
+        for tag in (ACC, LOSS, MAP, *diagnostics):
             if tag not in tags:
                 continue
             for index, event in enumerate(events.Scalars(tag)):
@@ -128,7 +131,7 @@ def _csv_curves(path: Path, started: Path) -> tuple[dict[str, dict[int, float]],
             if not epoch:
                 continue
             for tag, value in row.items():
-                if value and (tag in (ACC, LOSS) or tag.startswith(DIAGNOSTIC_PREFIXES)):
+                if value and (tag in (ACC, LOSS, MAP) or tag.startswith(DIAGNOSTIC_PREFIXES)):
                     curves.setdefault(tag, {})[int(float(epoch)) + 1] = float(value)
     wall = path.stat().st_mtime - started.stat().st_mtime if started.is_file() else None
     return curves, wall
@@ -147,6 +150,9 @@ def read_run(path: Path, root: Path) -> Run:
     if not curves.get(ACC) and csv_log.is_file():
         curves, run.wall_time_s = _csv_curves(csv_log, path / ".hydra" / "config.yaml")
         run.metrics_from = "csv"
+    if not curves.get(ACC) and curves.get(MAP):  # a multi-label run: its mAP fills the accuracy columns
+        curves[ACC] = curves[MAP]
+        run.score = MAP
     if not curves.get(ACC):
         run.metrics_from, run.wall_time_s = None, None
     run.val_acc, run.val_loss = curves.get(ACC, {}), curves.get(LOSS, {})
@@ -281,8 +287,9 @@ def render(
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue()
+    scores = {run.score for run in runs}
     titles = {
-        "best_val_acc": "best val/acc",
+        "best_val_acc": f"best {scores.pop() if len(scores) == 1 else 'val/acc (val/mAP: multi-label)'}",
         "best_epoch": "best epoch",
         "final_val_loss": "final val/loss",
         "epochs_to_target": f"epochs to {target:.4g}",
