@@ -20,6 +20,7 @@ from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.errors import FtlabError
 from ftlab.inference import evaluation
 from ftlab.models.module import Classifier
+from ftlab.runs.report import load_runs, render
 from tests.helpers.cli import TINY, run_cli, run_clis
 
 DATA = ["data.multi_label=true", "data.num_classes=3", "data.noise=0.05"]
@@ -132,3 +133,14 @@ def test_calibration_is_refused_for_a_multi_label_checkpoint(multi_label_run: Pa
     ckpt = str(multi_label_run / "checkpoints" / "best.ckpt")
     with pytest.raises(FtlabError, match="ftlab does not calibrate multi-label models"):
         evaluation.evaluate(EvalOptions(ckpt_path=ckpt, calibrate=True, device="cpu"))
+
+
+def test_the_report_reads_a_multi_label_runs_map(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (run / "csv").mkdir()
+    (run / "csv" / "metrics.csv").write_text("epoch,step,val/loss,val/mAP\n0,5,0.6,0.55\n1,11,0.5,0.71\n")
+    (loaded,) = load_runs(run)
+    assert loaded.val_acc == {1: 0.55, 2: 0.71} and loaded.score == "val/mAP" and loaded.best_epoch == 2
+    assert "best val/mAP" in render([loaded], "markdown", 0.6)
