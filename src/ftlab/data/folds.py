@@ -1,5 +1,5 @@
-"""Stratified k-fold assignment (`data.folds=K data.fold=i`) for any source, and proportion splits of
-multi-label data.
+"""Stratified k-fold cross-validation (`data.folds=K data.fold=i`) for any file or in-memory source, and
+proportion splits of multi-label data.
 
 Single-label: each class's images are shuffled (seeded) and dealt round-robin to the folds, the dealing
 continuing from fold to fold across classes, so every fold holds within one image of its ideal share of
@@ -13,8 +13,15 @@ source lists its files in.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
+
+from ftlab.data.datasets import FileImages, LabeledImages, TensorImages
+from ftlab.data.exclude import image_ids
+from ftlab.errors import FtlabError
 
 
 def _order(ids: Sequence[str] | None, n: int) -> np.ndarray:
@@ -100,3 +107,78 @@ def multi_label_split(
     parts = np.empty(len(y), dtype=np.int64)
     parts[order] = iterative_stratification(y[order], [1.0 - fraction, fraction], np.random.default_rng(seed))
     return np.flatnonzero(parts == 0), np.flatnonzero(parts == 1)
+
+
+def select(dataset: LabeledImages, indices: Sequence[int] | np.ndarray, ids: list[str]) -> LabeledImages:
+    """The images at `indices` of a file or in-memory dataset, as the same kind, keeping their ids."""
+    index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+    labels = dataset.labels
+    chosen: Any = labels[index] if isinstance(labels, torch.Tensor) else [labels[i] for i in index.tolist()]
+    picked: LabeledImages
+    if isinstance(dataset, FileImages):
+        picked = FileImages([dataset.paths[i] for i in index.tolist()], chosen, dataset.transform)
+    else:
+        assert isinstance(dataset, TensorImages)
+        picked = TensorImages(dataset.images[index], torch.as_tensor(chosen), dataset.transform)
+    picked.ids = [ids[i] for i in index.tolist()]
+    return picked
+
+
+def _pool(train: LabeledImages, val: LabeledImages) -> tuple[LabeledImages, list[str]]:
+    """train ∪ val as one dataset of the same kind, and every image's id, in that order."""
+    ids = image_ids(train, "train") + image_ids(val, "val")
+    if isinstance(train.labels, torch.Tensor) and train.labels.ndim == 2:
+        labels: Any = torch.cat([train.labels, torch.as_tensor(val.labels)])
+    else:
+        labels = [int(v) for v in train.labels] + [int(v) for v in val.labels]
+    if isinstance(train, FileImages) and isinstance(val, FileImages):
+        return FileImages(train.paths + val.paths, labels), ids
+    if isinstance(train, TensorImages) and isinstance(val, TensorImages):
+        return TensorImages(torch.cat([train.images, val.images]), torch.as_tensor(labels)), ids
+    raise FtlabError(
+        f"data.folds: the {type(train).__name__} images of this source cannot be pooled into folds (file and "
+        "in-memory sources can: data=csv, imagefolder, fashion_mnist, cifar10, synthetic). Build the folds "
+        "from the source the chunks were written from, or drop data.folds."
+    )
+
+
+@dataclass
+class Folds:
+    """The labelled pool (train ∪ val, sorted by image id) and the pool positions of one fold's splits."""
+
+    pool: LabeledImages
+    train: np.ndarray
+    val: np.ndarray
+
+
+def fold_split(
+    train: LabeledImages,
+    val: LabeledImages,
+    folds: int,
+    fold: int,
+    seed: int,
+    fixed: dict[str, int] | None = None,
+) -> Folds:
+    """Fold `fold` of `folds` of the pool train ∪ val: stratified (`assign_folds`) or, when the source
+    fixes them (`fixed`: image id -> fold, e.g. a CSV's fold column), the source's folds."""
+    merged, ids = _pool(train, val)
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    pool = select(merged, order, ids)
+    pool_ids = pool.ids or []
+    labels = np.asarray(pool.labels)
+    if fixed is not None:
+        missing = [i for i in pool_ids if i not in fixed]
+        if missing:
+            raise FtlabError(f"data.folds: image {missing[0]} has no fold in the source's fold column.")
+        assigned = np.asarray([fixed[i] for i in pool_ids], dtype=np.int64)
+        found = sorted(set(assigned.tolist()))
+        if found != list(range(folds)):
+            raise FtlabError(
+                f"data.folds={folds}, but the source's fold column holds the folds {found}: give "
+                f"data.folds={len(found)} with folds numbered 0..{len(found) - 1}, or drop the fold column."
+            )
+    else:
+        if len(pool_ids) < folds:
+            raise FtlabError(f"data.folds={folds}: only {len(pool_ids)} labelled images to split into folds.")
+        assigned = assign_folds(labels, folds, seed, pool_ids)
+    return Folds(pool, np.flatnonzero(assigned != fold), np.flatnonzero(assigned == fold))
