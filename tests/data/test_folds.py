@@ -124,7 +124,8 @@ def test_a_fold_column_defines_the_folds(tmp_path):
         assert sorted(Path(p).name for p in dm.val_set.paths) == expected
         assert str(tmp_path / "t.png") not in dm.train_set.paths  # test rows stay out
     dm = ImageDataModule(CsvSource(csv=str(table)), PREP, folds=4, fold=0)
-    with pytest.raises(FtlabError, match=r"data.folds=4, but the source's fold column holds the folds .0, 1, 2."):
+    holds = r"data.folds=4, but the source.s fold column holds the folds .0, 1, 2"
+    with pytest.raises(FtlabError, match=holds):
         dm.setup()
 
 
@@ -132,3 +133,13 @@ def test_a_fold_column_defines_the_folds(tmp_path):
 def test_fold_keys_are_checked(folds, fold):
     with pytest.raises(FtlabError, match="k-fold cross-validation needs both"):
         DataSettings(folds=folds, fold=fold)
+
+
+def test_a_table_without_validation_rows_needs_folds(tmp_path):
+    rows = [{"path": f"{i}.png", "label": "ab"[i % 2], "split": "train"} for i in range(8)]
+    table = _table(tmp_path, rows)
+    with pytest.raises(FtlabError, match="no validation images"):
+        ImageDataModule(CsvSource(csv=str(table)), PREP).setup()
+    dm = ImageDataModule(CsvSource(csv=str(table)), PREP, folds=2, fold=1)
+    dm.setup()
+    assert len(dm.train_set) == len(dm.val_set) == 4

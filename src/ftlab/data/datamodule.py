@@ -24,6 +24,7 @@ from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.sampling import BalancedSampler, EpochSampler, class_counts
 from ftlab.data.settings import DataSettings
 from ftlab.data.sources.base import Source
+from ftlab.errors import FtlabError
 
 
 class FeatureSource(Protocol):
@@ -135,6 +136,12 @@ class ImageDataModule(L.LightningDataModule):
             self.train_set, self.val_set = apply_exclude(*self.source.load(), self.exclude)
             if self.folds is not None:
                 self._split_folds(self.train_set, self.val_set)
+            if len(self.val_set) == 0:
+                raise FtlabError(
+                    "The data has no validation images (e.g. every CSV row is marked train): mark some "
+                    "val, leave their split empty so data.val_fraction draws them, or cross-validate with "
+                    "data.folds=K data.fold=i."
+                )
             self.train_set.transform = self._cpu_transform(train=True)
             self.val_set.transform = self._cpu_transform(train=False)
             counts = {s: class_counts(self.raw_labels(s), len(self.classes)) for s in ("train", "val")}
