@@ -61,6 +61,8 @@ def test_every_group_option_is_its_registered_settings_type(compose_cfg, group, 
     extra = (
         ["data.root=/nonexistent"]
         if (group, option) in (("data", "imagefolder"), ("data", "litdata"))
+        else ["data.csv=/nonexistent.csv"]
+        if (group, option) == ("data", "csv")
         else []
     )
     settings = load_settings(compose_cfg([f"{group}={option}", *extra]))

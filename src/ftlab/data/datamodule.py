@@ -18,11 +18,13 @@ from ftlab.data.augment import BatchMix, ImageAugment, augment_key, parse_augmen
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.datasets import FileImages, LabeledImages, TensorImages
 from ftlab.data.exclude import apply_exclude
+from ftlab.data.folds import fold_split, select
 from ftlab.data.images import load_rgb
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.data.sampling import BalancedSampler, EpochSampler, class_counts
 from ftlab.data.settings import DataSettings
 from ftlab.data.sources.base import Source
+from ftlab.errors import FtlabError
 
 
 class FeatureSource(Protocol):
@@ -85,6 +87,8 @@ class ImageDataModule(L.LightningDataModule):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         sampler: str = "random",
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__()
         presets = parse_augment(augment)  # recipes: presets, MixUp/CutMix, balanced sampler
@@ -98,6 +102,9 @@ class ImageDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment, self.preprocess_on, self.seed = augment, preprocess_on, seed
         self.exclude = exclude  # file of image ids to leave out of both splits (data.exclude)
+        self.folds, self.fold = folds, fold  # k-fold cross-validation (data.folds, data.fold)
+        self.pool: LabeledImages | None = None  # with folds: train ∪ val, sorted by image id
+        self.pool_index: dict[str, Any] = {}  # with folds: each split's positions in the pool
         self.cache: FeatureSource | None = None
         self.train_set: LabeledImages | None = None
         self.val_set: LabeledImages | None = None
@@ -127,6 +134,14 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.train_set, self.val_set = apply_exclude(*self.source.load(), self.exclude)
+            if self.folds is not None:
+                self._split_folds(self.train_set, self.val_set)
+            if len(self.val_set) == 0:
+                raise FtlabError(
+                    "The data has no validation images (e.g. every CSV row is marked train): mark some "
+                    "val, leave their split empty so data.val_fraction draws them, or cross-validate with "
+                    "data.folds=K data.fold=i."
+                )
             self.train_set.transform = self._cpu_transform(train=True)
             self.val_set.transform = self._cpu_transform(train=False)
             counts = {s: class_counts(self.raw_labels(s), len(self.classes)) for s in ("train", "val")}
@@ -138,6 +153,24 @@ class ImageDataModule(L.LightningDataModule):
                 ),
             )
 
+    def _split_folds(self, train: LabeledImages, val: LabeledImages) -> None:
+        """Fold `fold` of the labelled pool validates, the other folds train (`data/folds.py`)."""
+        assert self.folds is not None and self.fold is not None
+        fixed = getattr(self.source, "folds", None)
+        cut = fold_split(train, val, self.folds, self.fold, self.seed, fixed)
+        pool_ids = cut.pool.ids or []
+        self.pool, self.pool_index = cut.pool, {"train": cut.train, "val": cut.val}
+        self.train_set = select(cut.pool, cut.train, pool_ids)
+        self.val_set = select(cut.pool, cut.val, pool_ids)
+        log.info(
+            "data.folds=%d: fold %d validates (%d images), the other folds train (%d); folds from %s",
+            self.folds,
+            self.fold,
+            len(cut.val),
+            len(cut.train),
+            "the source's fold column" if fixed is not None else f"stratification, seed {self.seed}",
+        )
+
     def current_epoch(self) -> int:
         """The trainer's epoch (0 before fitting)."""
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -147,7 +180,7 @@ class ImageDataModule(L.LightningDataModule):
         self.cache = cache
 
     def _split_set(self, split: str) -> LabeledImages:
-        dataset = self.train_set if split == "train" else self.val_set
+        dataset = {"train": self.train_set, "val": self.val_set, "pool": self.pool}[split]
         assert dataset is not None, "call setup() first"
         return dataset
 

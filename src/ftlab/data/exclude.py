@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,7 +68,10 @@ def drop_excluded(dataset: LabeledImages, split: str, excluded: set[str]) -> Lab
     thinned: LabeledImages
     if isinstance(dataset, FileImages):
         paths, labels = dataset.paths, dataset.labels
-        thinned = FileImages([paths[i] for i in keep], [labels[i] for i in keep], dataset.transform)
+        kept: Any = (  # multi-hot (N, C) tensors stay tensors
+            labels[torch.as_tensor(keep)] if isinstance(labels, torch.Tensor) else [labels[i] for i in keep]
+        )
+        thinned = FileImages([paths[i] for i in keep], kept, dataset.transform)
     else:
         assert isinstance(dataset, TensorImages)
         index = torch.as_tensor(keep, dtype=torch.long)

@@ -37,6 +37,8 @@ class DataSettings:
     preprocess_on: str = "device"
     # file of image ids to leave out (one per line; ftlab.audit suspects_out= writes one)
     exclude: str | None = None
+    folds: int | None = None  # k-fold cross-validation: K stratified folds of train ∪ val (null = off)
+    fold: int | None = None  # with data.folds=K: the fold 0..K-1 that validates (sweep: data.fold='range(K)')
 
     source_class: ClassVar[type]  # the source this settings type builds (set by `source_settings`)
 
@@ -71,6 +73,15 @@ class DataSettings:
             raise FtlabError(
                 "data.num_workers, data.mixup_alpha and data.cutmix_alpha must be >= 0 "
                 f"(got {self.num_workers}, {self.mixup_alpha}, {self.cutmix_alpha})."
+            )
+        folds, fold = self.folds, self.fold
+        if (folds is not None or fold is not None) and (
+            folds is None or fold is None or folds < 2 or not 0 <= fold < folds
+        ):
+            raise FtlabError(
+                f"data.folds={folds} data.fold={fold}: k-fold cross-validation needs both, with "
+                "data.folds >= 2 and 0 <= data.fold < data.folds, e.g. data.folds=5 data.fold=0 (or a sweep "
+                "over every fold: -m data.folds=5 data.fold='range(5)')."
             )
         if hasattr(type(self), "source_class"):
             values = {f: getattr(self, f) for f in self.source_fields()}

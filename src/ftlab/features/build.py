@@ -107,8 +107,12 @@ def from_images(
     views: int,
     dtype: str,
     shareable: bool,
+    prefer_disk: bool = False,
 ) -> tuple[Built, str] | Refused:
-    """The segment's cache from the split's images (or its shared file), and how it was made."""
+    """The segment's cache from the split's images (or its shared file), and how it was made.
+
+    `prefer_disk`: a shareable cache that fits memory goes to its file anyway, so that later runs with the
+    same inputs (the other folds of a k-fold sweep) load it instead of computing it again."""
     module, dm = store.module, store.datamodule
     boundary = segment.boundary
     labels = dm.raw_labels(split)
@@ -121,6 +125,8 @@ def from_images(
     where = store.placement(total, shareable)
     if isinstance(where, Refused):
         return where
+    if prefer_disk and shareable and where == "memory" and store.config.cache == "auto":
+        where = "disk"
     features = compute(module, dm, split, boundary, views, dtype=DTYPES[dtype])
     if where == "disk" and path is not None:
         features = store.write(path, features)

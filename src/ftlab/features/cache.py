@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from ftlab.data.batches import CollateFeatures
@@ -24,7 +25,7 @@ from ftlab.data.sampling import EpochSampler
 from ftlab.features import build, derive, planner
 from ftlab.features.planner import Plan, Segment
 from ftlab.features.settings import CacheSettings
-from ftlab.features.store import Built, FeatureStore, Refused
+from ftlab.features.store import Built, CachedFeatures, FeatureStore, Refused
 from ftlab.finetune.phases import Schedule
 from ftlab.models.module import Classifier
 
@@ -52,6 +53,8 @@ class FeatureCache:
         self.boundaries: list[int] = []
         self.built: dict[str, dict[Segment, Built | None]] = {"train": {}, "val": {}}
         self.entries: dict[str, Built] = {}  # what each split is served from now
+        # k-fold: caches of the whole labelled pool by (boundary, views, dtype), both splits served from them
+        self.pool_built: dict[tuple[int, int, str], tuple[Built, str]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -62,9 +65,21 @@ class FeatureCache:
         """Trainer arguments the cache needs: loaders follow the planned segments, so reload each epoch."""
         return {"reload_dataloaders_every_n_epochs": 1} if self.enabled else {}
 
+    @property
+    def folds(self) -> bool:
+        """k-fold cross-validation: the caches are the pool's (train ∪ val), shared by every fold."""
+        return self.datamodule.pool is not None
+
+    def cache_split(self, split: str) -> str:
+        """What a split's cache is built over: the split itself, or under k-fold the whole pool, of which
+        each fold's train and val are row subsets (so the other folds load it instead of building)."""
+        return "pool" if self.folds else split
+
     def views(self, split: str) -> int:
-        """How many views of each image to cache for a split (hflip: the image and its mirror)."""
-        if split == "val" or self.datamodule.augment == "none":
+        """How many views of each image to cache for a split (hflip: the image and its mirror); under
+        k-fold both splits share the pool's cache (val reads its first view)."""
+        augment = self.datamodule.augment
+        if augment == "none" or (split == "val" and (not self.folds or augment != "hflip")):
             return 1
         return self.config.views or 2
 
@@ -210,11 +225,15 @@ class FeatureCache:
 
     def _dtype_name(self, split: str, boundary: int, views: int) -> str:
         """features.dtype, with `auto` resolved (`build.resolve_dtype`)."""
-        return build.resolve_dtype(self.config, self.module, self.datamodule, split, boundary, views)
+        return build.resolve_dtype(
+            self.config, self.module, self.datamodule, self.cache_split(split), boundary, views
+        )
 
     def _key(self, split: str, boundary: int, views: int, dtype: str) -> str:
         """File name of a shareable cache (`store.FeatureStore.key`) under the run's precision."""
-        return self.store.key(split, boundary, views, dtype, build.precision_name(self.module))
+        return self.store.key(
+            self.cache_split(split), boundary, views, dtype, build.precision_name(self.module)
+        )
 
     def _made(self, split: str, made: tuple[Built, str] | Refused) -> tuple[Built, str] | None:
         if isinstance(made, Refused):
@@ -225,7 +244,23 @@ class FeatureCache:
     def _from_images(self, split: str, segment: Segment, views: int) -> tuple[Built, str] | None:
         dtype = self._dtype_name(split, segment.boundary, views)
         shareable = self._untouched(segment.boundary, segment.start) and self.config.cache in ("auto", "disk")
-        return self._made(split, build.from_images(self.store, split, segment, views, dtype, shareable))
+        if not self.folds:
+            return self._made(split, build.from_images(self.store, split, segment, views, dtype, shareable))
+        memo = (segment.boundary, views, dtype)
+        if memo not in self.pool_built:  # to its file when shareable: the next fold loads it
+            made = build.from_images(self.store, "pool", segment, views, dtype, shareable, prefer_disk=True)
+            pool = self._made(split, made)
+            if pool is None:
+                return None
+            self.pool_built[memo] = pool
+            how = f"{pool[1]} (the labelled pool's {len(pool[0].dataset)} images, shared by every fold)"
+        else:
+            how = "from the pool's cache built for the other split"
+        full = self.pool_built[memo][0]
+        rows = torch.as_tensor(self.datamodule.pool_index[split], dtype=torch.long)
+        labels = self.datamodule.raw_labels(split)
+        dataset = CachedFeatures(full.dataset.features, labels, split == "train", full.dataset.path, rows)
+        return Built(segment, dataset, full.where), how
 
     def _derive(self, split: str, segment: Segment, parent: Built) -> tuple[Built, str] | None:
         """The segment's cache computed from its parent's tensors (only the stages in between run)."""

@@ -16,7 +16,7 @@ def derive(store: FeatureStore, split: str, segment: Segment, parent: Built) -> 
     assert segment.parent is not None
     module, dm = store.module, store.datamodule
     stages = list(module.stages.values())[segment.parent.boundary : segment.boundary]
-    source = parent.dataset.features
+    source = parent.dataset.own_features()  # k-fold: the split's rows of the pool's cache
     dtype = source.dtype
     out = []
     with EvalModes(stages), torch.no_grad(), precision_context(module):

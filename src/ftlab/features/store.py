@@ -35,19 +35,30 @@ class CachedFeatures(Dataset):
     """
 
     def __init__(
-        self, features: torch.Tensor, labels: torch.Tensor, random_view: bool, path: Path | None = None
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        random_view: bool,
+        path: Path | None = None,
+        rows: torch.Tensor | None = None,
     ) -> None:
         self.features, self.labels, self.random_view, self.path = features, labels, random_view, path
+        self.rows = rows  # positions of the split's images in `features` (k-fold: the pool); None = all
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, Any]:
         view = 0
         if self.random_view and self.features.shape[0] > 1:
             view = int(torch.rand(1).item() < 0.5)
-        label = self.labels[idx] if self.labels.ndim == 2 else int(self.labels[idx])  # multi-hot row or index
-        return self.features[view, idx], label
+        row = idx if self.rows is None else int(self.rows[idx])
+        label = self.labels[idx]
+        return self.features[view, row], (label if label.ndim else int(label))  # multi-hot rows stay rows
+
+    def own_features(self) -> torch.Tensor:
+        """(views, N, ...) features of this split's images only."""
+        return self.features if self.rows is None else self.features[:, self.rows]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -12,7 +12,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
-from ftlab.data.sources import imagefolder
+from ftlab.data.sources import files
 from ftlab.data.sources.imagefolder import ImageFolderSource
 from tests.helpers.cli import run_cli
 from tests.helpers.images import damage_folder, write_images
@@ -21,13 +21,13 @@ from tests.helpers.images import damage_folder, write_images
 def _record_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The paths the source decode-checks (the real check still runs)."""
     seen: list[str] = []
-    real = imagefolder.image_problem
+    real = files.image_problem
 
     def recording(path: str) -> str | None:
         seen.append(path)
         return real(path)
 
-    monkeypatch.setattr(imagefolder, "image_problem", recording)
+    monkeypatch.setattr(files, "image_problem", recording)
     return seen
 
 

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 
 from ftlab.config.types import check_field_types
 from ftlab.data.datasets import FileImages, LabeledImages
-from ftlab.data.images import IMAGE_EXTENSIONS, image_problem
+from ftlab.data.images import IMAGE_EXTENSIONS
 from ftlab.data.sampling import stratified_subset
 from ftlab.data.sources.base import Asset
+from ftlab.data.sources.files import (
+    Split,
+    class_counts_text,
+    label_counts,
+    load_checked,
+    stratified_split,
+)
 from ftlab.errors import FtlabError
 
 log = logging.getLogger(__name__)
@@ -48,12 +52,6 @@ def _scan_folder(root: Path, key: str) -> tuple[list[str], list[str], list[int]]
             f"needs at least one image ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder."
         )
     return classes, [p for p, _ in samples], labels
-
-
-def _class_counts(classes: list[str], labels: list[int]) -> str:
-    """'cat=12, dog=3': images per class, for error messages."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
-    return ", ".join(f"{c}={n}" for c, n in zip(classes, counts, strict=True))
 
 
 @dataclass
@@ -91,25 +89,6 @@ class ImageFolderSource:
     def assets(self) -> list[Asset]:
         return [Asset("image folder", Path(self.root), None, Path(self.root).is_dir())]
 
-    def _check(self, paths: list[str]) -> list[tuple[str, str]]:
-        """(path, reason) of the files in `paths` that do not decode: a thread pool, with a progress bar."""
-        from rich.progress import Progress
-
-        if not paths:
-            return []
-        start = time.monotonic()
-        problems: list[str | None] = []
-        with (
-            ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool,
-            Progress(console=Console(stderr=True), transient=True) as progress,
-        ):
-            task = progress.add_task("checking images", total=len(paths))
-            for why in pool.map(image_problem, paths, chunksize=64):
-                problems.append(why)
-                progress.advance(task)
-        log.info("data: checked %d images in %.1f s", len(paths), time.monotonic() - start)
-        return [(path, why) for path, why in zip(paths, problems, strict=True) if why is not None]
-
     def _split(
         self, paths: list[str], labels: list[int], val: tuple[list[str], list[int]] | None
     ) -> tuple[list[str], list[int], list[str], list[int]]:
@@ -118,36 +97,17 @@ class ImageFolderSource:
         if val is not None:
             val_paths, val_labels = val
             for key, found in (("data.root", labels), ("data.val_root", val_labels)):
-                if np.bincount(np.asarray(found, dtype=np.int64), minlength=len(classes)).min() == 0:
+                counts = label_counts(found, len(classes))
+                if counts.min() == 0:
                     raise FtlabError(
-                        f"{key}: a class has no readable images left ({_class_counts(classes, found)})."
+                        f"{key}: a class has no readable images left ({class_counts_text(classes, counts)})."
                     )
         else:
-            if not 0 < self.val_fraction < 1:
-                raise FtlabError(f"data.val_fraction={self.val_fraction} must be between 0 and 1.")
-            counts = np.bincount(labels, minlength=len(classes))
-            if counts.min() < 2:
-                small = [f"{c} ({n})" for c, n in zip(classes, counts, strict=True) if n < 2]
-                raise FtlabError(
-                    f"data.root={self.root}: classes {', '.join(small)} have too few images to "
-                    "split into train and val (2 needed); add images or set data.val_root."
-                )
-            idx = np.arange(len(labels))
-            from sklearn.model_selection import train_test_split
-
-            try:
-                tr, va = train_test_split(
-                    idx, test_size=self.val_fraction, stratify=labels, random_state=self.seed
-                )
-            except ValueError as err:
-                raise FtlabError(
-                    f"data.val_fraction={self.val_fraction} cannot split {len(labels)} images of "
-                    f"{len(classes)} classes ({_class_counts(classes, labels)}): {err} Every class needs "
-                    "at least one image on each side: add images, change data.val_fraction, or set "
-                    "data.val_root."
-                ) from err
-            val_paths, val_labels = [paths[i] for i in sorted(va)], [labels[i] for i in sorted(va)]
-            paths, labels = [paths[i] for i in sorted(tr)], [labels[i] for i in sorted(tr)]
+            tr, va = stratified_split(
+                labels, self.val_fraction, self.seed, classes, f"data.root={self.root}", "set data.val_root"
+            )
+            val_paths, val_labels = [paths[i] for i in va], [labels[i] for i in va]
+            paths, labels = [paths[i] for i in tr], [labels[i] for i in tr]
         tr_idx = stratified_subset(np.asarray(labels), self.train_size, self.seed, "data.train_size")
         va_idx = stratified_subset(np.asarray(val_labels), self.val_size, self.seed, "data.val_size")
         return (
@@ -178,32 +138,17 @@ class ImageFolderSource:
         found = len(paths) + (len(val[0]) if val else 0)
         log.info("data: found %d images in %.1f s", found, self.scan_seconds + time.monotonic() - start)
         self.classes = classes
-        checked: set[str] = set()
-        bad: dict[str, str] = {}
-        while True:
-            tr_paths, tr_labels, va_paths, va_labels = self._split(paths, labels, val)
-            used = tr_paths + va_paths
-            new = self._check([p for p in used if p not in checked])
-            checked.update(used)
-            if new and not self.skip_bad_images:
-                where = f"data.root={self.root}" + (f" / data.val_root={self.val_root}" if val else "")
-                shown = "\n".join(f"- {path}: {why}" for path, why in new[:10])
-                more = f"\n- ... and {len(new) - 10} more" if len(new) > 10 else ""
-                raise FtlabError(
-                    f"{len(new)} of {len(used)} images under {where} cannot "
-                    f"be read:\n{shown}{more}\nRemove or replace them, or set data.skip_bad_images=true to "
-                    "train without them (they are then listed in the log)."
-                )
-            if not new:
-                break
-            bad.update(new)
+        where = f"data.root={self.root}" + (f" / data.val_root={self.val_root}" if val else "")
+
+        def draw(bad: set[str]) -> Split:
             keep = [i for i, p in enumerate(paths) if p not in bad]
-            paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+            readable = None
             if val is not None:
-                keep = [i for i, p in enumerate(val[0]) if p not in bad]
-                val = ([val[0][i] for i in keep], [val[1][i] for i in keep])
-        if bad:
-            self.skipped = sorted(bad.items())
-            listing = "\n".join(f"  {path}: {why}" for path, why in self.skipped)
-            log.warning("Skipped %d unreadable images (data.skip_bad_images=true):\n%s", len(bad), listing)
+                kept = [i for i, p in enumerate(val[0]) if p not in bad]
+                readable = ([val[0][i] for i in kept], [val[1][i] for i in kept])
+            return self._split([paths[i] for i in keep], [labels[i] for i in keep], readable)
+
+        (tr_paths, tr_labels, va_paths, va_labels), self.skipped = load_checked(
+            draw, self.skip_bad_images, where
+        )
         return FileImages(tr_paths, tr_labels), FileImages(va_paths, va_labels)

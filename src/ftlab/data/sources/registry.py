@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ftlab.data.settings import DataSettings, source_settings
 from ftlab.data.sources.cifar10 import Cifar10Source
+from ftlab.data.sources.csv import CsvSource
 from ftlab.data.sources.fashion_mnist import FashionMnistSource
 from ftlab.data.sources.imagefolder import ImageFolderSource
 from ftlab.data.sources.litdata import LitdataSource
@@ -16,6 +17,7 @@ SOURCES: dict[str, type] = {
     "synthetic": SyntheticSource,
     "fashion_mnist": FashionMnistSource,
     "litdata": LitdataSource,
+    "csv": CsvSource,
 }
 
 SETTINGS: dict[str, type[DataSettings]] = {
