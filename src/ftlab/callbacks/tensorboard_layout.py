@@ -25,11 +25,24 @@ LAYOUT: dict[str, dict[str, list[str]]] = {
 }
 
 
-def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
-    """`LAYOUT` in the form `SummaryWriter.add_custom_scalars` takes (every chart a multiline chart)."""
+# Multi-label runs log no accuracy: their first category charts loss, mAP and F1, then AP per label.
+MULTI_LABEL_LAYOUT: dict[str, dict[str, list[str]]] = {
+    "loss and mAP": {
+        "loss (train vs val)": [r"^train/loss$", r"^val/loss$"],
+        "val mAP and F1 (macro, micro)": [r"^val/mAP$", r"^val/f1_macro$", r"^val/f1_micro$"],
+        "val AP per label": [r"^val/class_ap/"],
+    },
+    "transfer per stage": LAYOUT["transfer per stage"],
+}
+
+
+def custom_scalars_layout(multi_label: bool = False) -> dict[str, dict[str, list[Any]]]:
+    """`LAYOUT` (or `MULTI_LABEL_LAYOUT`) in the form `SummaryWriter.add_custom_scalars` takes (every chart
+    a multiline chart)."""
+    layout = MULTI_LABEL_LAYOUT if multi_label else LAYOUT
     return {
         category: {title: ["Multiline", tags] for title, tags in charts.items()}
-        for category, charts in LAYOUT.items()
+        for category, charts in layout.items()
     }
 
 
@@ -49,7 +62,8 @@ class TensorBoardLayout(Callback):
             return
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_custom_scalars(custom_scalars_layout())
+                multi_label = bool(getattr(pl_module, "multi_label", False))
+                logger.experiment.add_custom_scalars(custom_scalars_layout(multi_label))
 
     def _log_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.epoch_axis and not trainer.sanity_checking:
