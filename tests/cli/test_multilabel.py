@@ -19,6 +19,7 @@ from ftlab.cli.eval import EvalOptions
 from ftlab.data.sources.synthetic import SyntheticSource
 from ftlab.errors import FtlabError
 from ftlab.inference import evaluation
+from ftlab.inference.prediction import Prediction
 from ftlab.models.module import Classifier
 from ftlab.runs.report import load_runs, render
 from tests.helpers.cli import TINY, run_cli, run_clis
@@ -66,17 +67,18 @@ def test_predict_eval_and_export_on_a_multi_label_checkpoint(multi_label_run: Pa
     assert len(thresholds) == 3 and all(0.0 <= t <= 1.0 for t in thresholds)
 
     images, labels = _val_images()
-    files = []
+    files, inputs = [], tmp_path / "inputs"
+    inputs.mkdir()
     for i in range(4):
-        files.append(tmp_path / f"val{i}.png")
+        files.append(inputs / f"val{i}.png")
         Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(files[-1])
     eval_dir = tmp_path / "eval"
-    predict_json, predict_text, evaluated, exported = run_clis(
+    cams = tmp_path / "cam"
+    predicted, evaluated, exported = run_clis(
         [
-            ("ftlab.predict", [f"ckpt_path={ckpt}", f"inputs={tmp_path}", "format=json", "device=cpu"]),
             (
                 "ftlab.predict",
-                [f"ckpt_path={ckpt}", f"inputs={files[0]}", "explain=true", f"out_dir={tmp_path / 'cam'}"],
+                [f"ckpt_path={ckpt}", f"inputs={inputs}", "format=json", "explain=true", f"out_dir={cams}"],
             ),
             ("ftlab.eval", [f"ckpt_path={ckpt}", "device=cpu", f"hydra.run.dir={eval_dir}"]),
             ("ftlab.export", [f"ckpt_path={ckpt}", "format=torchscript", f"output={tmp_path / 'm.pt'}"]),
@@ -87,8 +89,8 @@ def test_predict_eval_and_export_on_a_multi_label_checkpoint(multi_label_run: Pa
     reference = _probabilities(ckpt, images)
 
     # predict: every label's probability, and the label set at the stored thresholds
-    assert predict_json.returncode == 0, predict_json.stderr[-3000:]
-    rows = [json.loads(line) for line in predict_json.stdout.splitlines()]
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert [row["path"] for row in rows] == [str(f) for f in files]
     for i, row in enumerate(rows):
         expected = {n: float(p) for n, p in zip(names, reference[i], strict=True)}
@@ -96,10 +98,10 @@ def test_predict_eval_and_export_on_a_multi_label_checkpoint(multi_label_run: Pa
         for name, p in row["probs"].items():
             assert p == pytest.approx(expected[name], abs=1e-4)
         assert row["labels"] == [n for n, t in zip(names, thresholds, strict=True) if expected[n] >= t]
-    assert predict_text.returncode == 0, predict_text.stderr[-3000:]
-    assert predict_text.stdout.split("  ")[1].startswith("[")  # `path  [labels]  label p ...`
-    chosen = max(1, len(rows[0]["labels"]))  # one map per predicted label (the top one when none passes)
-    assert len(list((tmp_path / "cam").glob("val0.*.gradcam.png"))) == chosen
+    for i, row in enumerate(rows):  # one map per predicted label (the top one when none passes)
+        assert len(list(cams.glob(f"val{i}.*.gradcam.png"))) == max(1, len(row["labels"]))
+    text = Prediction("a.png", {"bag": 0.9, "coat": 0.4, "shirt": 0.1}, ["bag", "coat"]).text()
+    assert text == "a.png  [bag,coat]  bag 0.90  coat 0.40  shirt 0.10"
 
     # eval: the per-label table against scikit-learn on the same validation images
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
