@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision
 from PIL import Image
 
@@ -143,3 +144,22 @@ def test_a_table_without_validation_rows_needs_folds(tmp_path):
     dm = ImageDataModule(CsvSource(csv=str(table)), PREP, folds=2, fold=1)
     dm.setup()
     assert len(dm.train_set) == len(dm.val_set) == 4
+
+
+def test_multi_label_csv_pool_folds_keep_multi_hot_rows_with_their_files(tmp_path):
+    from ftlab.data.folds import fold_split
+
+    rng = np.random.default_rng(2)
+    sets = [" ".join(c for c in "pqr" if rng.random() < 0.5) or "p" for _ in range(30)]
+    rows = [{"path": f"{i}.png", "labels": labels} for i, labels in enumerate(sets)]
+    table = _table(tmp_path, rows)
+    source = CsvSource(csv=str(table))
+    expected = {str(tmp_path / r["path"]): [float(c in r["labels"].split()) for c in "pqr"] for r in rows}
+    seen = []
+    for fold in range(3):
+        cut = fold_split(*source.load(), folds=3, fold=fold, seed=0)
+        assert cut.pool.labels.shape == (30, 3) and cut.pool.labels.dtype == torch.float32
+        assert [expected[p] for p in cut.pool.paths] == cut.pool.labels.tolist()
+        seen += [cut.pool.paths[i] for i in cut.val]
+        assert not set(cut.train) & set(cut.val)
+    assert sorted(seen) == sorted(expected)
