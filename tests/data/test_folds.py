@@ -163,3 +163,16 @@ def test_multi_label_csv_pool_folds_keep_multi_hot_rows_with_their_files(tmp_pat
         seen += [cut.pool.paths[i] for i in cut.val]
         assert not set(cut.train) & set(cut.val)
     assert sorted(seen) == sorted(expected)
+
+
+def test_a_class_too_small_for_the_folds_is_one_paragraph(tmp_path):
+    rows = [{"path": f"{i}.png", "label": "a"} for i in range(8)] + [{"path": "b.png", "label": "b"}]
+    table = _table(tmp_path, rows)
+    messages = []
+    for fold in range(3):
+        dm = ImageDataModule(CsvSource(csv=str(table)), PREP, folds=3, fold=fold)
+        try:
+            dm.setup()
+        except FtlabError as err:
+            messages.append(str(err))
+    assert len(messages) == 1 and "no training image of the class(es) b" in messages[0]
