@@ -176,3 +176,18 @@ def test_a_class_too_small_for_the_folds_is_one_paragraph(tmp_path):
         except FtlabError as err:
             messages.append(str(err))
     assert len(messages) == 1 and "no training image of the class(es) b" in messages[0]
+
+
+@pytest.mark.slow
+def test_a_sweep_over_the_folds_runs_each_fold_in_its_own_named_run(tmp_path):
+    from tests.helpers.cli import TINY, run_cli
+
+    args = ["-m", "+experiment=smoke", *TINY, "data.folds=3", "data.fold=range(3)", "trainer.max_epochs=1"]
+    args.append(f"paths.log_dir={tmp_path}")
+    result = run_cli("ftlab.train", args, cwd=tmp_path, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(tmp_path.glob("*/multirun/*/*/tensorboard/*"))
+    assert sorted(p.name for p in runs) == ["data.fold=0", "data.fold=1", "data.fold=2"]
+    assert len({p.parent.parent for p in runs}) == 3  # one run folder per fold
+    logs = [(p.parent.parent / "train.log").read_text() for p in runs]
+    assert all(f"fold {i} validates" in log for i, log in enumerate(logs))
