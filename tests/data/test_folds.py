@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision
 from PIL import Image
 
@@ -143,3 +144,50 @@ def test_a_table_without_validation_rows_needs_folds(tmp_path):
     dm = ImageDataModule(CsvSource(csv=str(table)), PREP, folds=2, fold=1)
     dm.setup()
     assert len(dm.train_set) == len(dm.val_set) == 4
+
+
+def test_multi_label_csv_pool_folds_keep_multi_hot_rows_with_their_files(tmp_path):
+    from ftlab.data.folds import fold_split
+
+    rng = np.random.default_rng(2)
+    sets = [" ".join(c for c in "pqr" if rng.random() < 0.5) or "p" for _ in range(30)]
+    rows = [{"path": f"{i}.png", "labels": labels} for i, labels in enumerate(sets)]
+    table = _table(tmp_path, rows)
+    source = CsvSource(csv=str(table))
+    expected = {str(tmp_path / r["path"]): [float(c in r["labels"].split()) for c in "pqr"] for r in rows}
+    seen = []
+    for fold in range(3):
+        cut = fold_split(*source.load(), folds=3, fold=fold, seed=0)
+        assert cut.pool.labels.shape == (30, 3) and cut.pool.labels.dtype == torch.float32
+        assert [expected[p] for p in cut.pool.paths] == cut.pool.labels.tolist()
+        seen += [cut.pool.paths[i] for i in cut.val]
+        assert not set(cut.train) & set(cut.val)
+    assert sorted(seen) == sorted(expected)
+
+
+def test_a_class_too_small_for_the_folds_is_one_paragraph(tmp_path):
+    rows = [{"path": f"{i}.png", "label": "a"} for i in range(8)] + [{"path": "b.png", "label": "b"}]
+    table = _table(tmp_path, rows)
+    messages = []
+    for fold in range(3):
+        dm = ImageDataModule(CsvSource(csv=str(table)), PREP, folds=3, fold=fold)
+        try:
+            dm.setup()
+        except FtlabError as err:
+            messages.append(str(err))
+    assert len(messages) == 1 and "no training image of the class(es) b" in messages[0]
+
+
+@pytest.mark.slow
+def test_a_sweep_over_the_folds_runs_each_fold_in_its_own_named_run(tmp_path):
+    from tests.helpers.cli import TINY, run_cli
+
+    args = ["-m", "+experiment=smoke", *TINY, "data.folds=3", "data.fold=range(3)", "trainer.max_epochs=1"]
+    args.append(f"paths.log_dir={tmp_path}")
+    result = run_cli("ftlab.train", args, cwd=tmp_path, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(tmp_path.glob("*/multirun/*/*/tensorboard/*"))
+    assert sorted(p.name for p in runs) == ["data.fold=0", "data.fold=1", "data.fold=2"]
+    assert len({p.parent.parent for p in runs}) == 3  # one run folder per fold
+    logs = [(p.parent.parent / "train.log").read_text() for p in runs]
+    assert all(f"fold {i} validates" in log for i, log in enumerate(logs))

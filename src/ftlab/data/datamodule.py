@@ -157,7 +157,7 @@ class ImageDataModule(L.LightningDataModule):
         """Fold `fold` of the labelled pool validates, the other folds train (`data/folds.py`)."""
         assert self.folds is not None and self.fold is not None
         fixed = getattr(self.source, "folds", None)
-        cut = fold_split(train, val, self.folds, self.fold, self.seed, fixed)
+        cut = fold_split(train, val, self.folds, self.fold, self.seed, fixed, self.classes)
         pool_ids = cut.pool.ids or []
         self.pool, self.pool_index = cut.pool, {"train": cut.train, "val": cut.val}
         self.train_set = select(cut.pool, cut.train, pool_ids)

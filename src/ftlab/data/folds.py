@@ -142,6 +142,17 @@ def _pool(train: LabeledImages, val: LabeledImages) -> tuple[LabeledImages, list
     )
 
 
+def _untrained(labels: np.ndarray, train_rows: np.ndarray) -> list[int]:
+    """Classes that have images in the pool but none among `train_rows` (int or multi-hot labels)."""
+    if labels.ndim == 2:
+        has, trained = (labels > 0).any(axis=0), (labels[train_rows] > 0).any(axis=0)
+    else:
+        size = int(labels.max()) + 1 if len(labels) else 0
+        has = np.bincount(labels.astype(np.int64), minlength=size) > 0
+        trained = np.bincount(labels[train_rows].astype(np.int64), minlength=size) > 0
+    return np.flatnonzero(has & ~trained).tolist()
+
+
 @dataclass
 class Folds:
     """The labelled pool (train ∪ val, sorted by image id) and the pool positions of one fold's splits."""
@@ -158,9 +169,12 @@ def fold_split(
     fold: int,
     seed: int,
     fixed: dict[str, int] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Folds:
     """Fold `fold` of `folds` of the pool train ∪ val: stratified (`assign_folds`) or, when the source
-    fixes them (`fixed`: image id -> fold, e.g. a CSV's fold column), the source's folds."""
+    fixes them (`fixed`: image id -> fold, e.g. a CSV's fold column), the source's folds. With `classes`, a
+    class that has images but none left to train on in this fold stops the run."""
+    names = list(classes or [])
     merged, ids = _pool(train, val)
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     pool = select(merged, order, ids)
@@ -181,4 +195,11 @@ def fold_split(
         if len(pool_ids) < folds:
             raise FtlabError(f"data.folds={folds}: only {len(pool_ids)} labelled images to split into folds.")
         assigned = assign_folds(labels, folds, seed, pool_ids)
-    return Folds(pool, np.flatnonzero(assigned != fold), np.flatnonzero(assigned == fold))
+    train_rows = np.flatnonzero(assigned != fold)
+    missing = [names[c] for c in _untrained(labels, train_rows)] if classes else []
+    if missing:
+        raise FtlabError(
+            f"data.folds={folds} data.fold={fold}: no training image of the class(es) {', '.join(missing)} "
+            "in this fold (too few images to spread over the folds). Add images of them, or use fewer folds."
+        )
+    return Folds(pool, train_rows, np.flatnonzero(assigned == fold))

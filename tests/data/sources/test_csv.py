@@ -12,6 +12,8 @@ from PIL import Image
 
 from ftlab.data.sources.csv import CsvSource
 from ftlab.errors import FtlabError
+from tests.helpers.cli import TINY, run_cli
+from tests.helpers.runs import one_paragraph
 
 
 def _write_table(folder: Path, rows: list[dict[str, str]], name: str = "labels.csv") -> Path:
@@ -176,3 +178,31 @@ def test_exclude_keeps_multi_hot_labels_a_tensor(tmp_path):
     thinned, same = apply_exclude(train, val, str(listing))
     assert same is val and isinstance(thinned.labels, torch.Tensor)
     assert thinned.labels.tolist() == [[0.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]]  # rows 0, 3, 4, 5
+
+
+@pytest.mark.slow
+def test_train_reads_a_csv_and_a_bad_one_stops_with_exit_2(tmp_path):
+    rows = _single({"ant": 18, "bee": 18})
+    table = _write_table(tmp_path / "data", rows)
+    common = [*TINY, "model.weights=null", "data.image_size=32", "data.num_workers=0"]
+    common.append(f"paths.log_dir={tmp_path}")
+    result = run_cli("ftlab.train", ["data=csv", f"data.csv={table}", *common], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    bad = _write_table(tmp_path / "bad", [{"file": r["path"], "label": r["label"]} for r in rows])
+    result = run_cli("ftlab.train", ["data=csv", f"data.csv={bad}", *common], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no 'path' column (data.path_column)" in one_paragraph(result.stderr)
+
+
+def test_a_single_label_table_writes_litdata_chunks_that_read_back(tmp_path):
+    from ftlab.data.images import load_rgb
+    from ftlab.data.sources.litdata import LitdataSource, write_chunks
+
+    source = CsvSource(csv=str(_write_table(tmp_path / "data", _single({"b": 4, "a": 4}))))
+    train, val = source.load()
+    write_chunks(train, val, source.classes, str(tmp_path / "chunks"))
+    chunks = LitdataSource(root=str(tmp_path / "chunks"))
+    assert chunks.classes == ["a", "b"]
+    for got, ref in zip(chunks.load(), (train, val), strict=True):
+        assert [got[i][1] for i in range(len(got))] == list(ref.labels)
+        assert all(torch.equal(got[i][0], load_rgb(ref.paths[i])) for i in range(len(ref)))
