@@ -88,10 +88,8 @@ class OptunaTrialReport(Callback):
             return
         import optuna
 
-        study = optuna.load_study(  # uncached: the pruner compares with trials other jobs write
-            study_name=self.study_name,
-            storage=optuna.storages.RDBStorage(self.storage),
-            pruner=build_pruner(self.pruner_spec),
+        study = optuna.load_study(
+            study_name=self.study_name, storage=self.storage, pruner=build_pruner(self.pruner_spec)
         )
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, self.number)
         self.trial = optuna.trial.Trial(study, trial_id)

@@ -74,6 +74,32 @@ def _absent_keys(config: DictConfig, overrides: list[str]) -> list[str]:
     return absent
 
 
+def tell_pruned(study: Any) -> Any:
+    """`study`, whose `tell` records a trial as PRUNED (its value: the last one its job reported) when its job
+    marked it pruned (`ftlab.callbacks.optuna_trial`), instead of the COMPLETE the Optuna sweeper tells.
+    The mark and the reports are read from the database itself: Optuna's cache in front of it holds the
+    sweeper's own copy of the trials it asked for, which never sees what the jobs wrote."""
+    import optuna
+
+    tell, complete = study.tell, optuna.trial.TrialState.COMPLETE
+
+    def tell_or_prune(trial: Any, values: Any = None, state: Any = complete) -> None:
+        number = trial if isinstance(trial, int) else trial.number
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        stored = getattr(study._storage, "_backend", study._storage).get_trial(trial_id)
+        pruned_at = stored.system_attrs.get(PRUNED_ATTR)
+        if pruned_at is not None and state == complete:
+            if stored.last_step is not None:  # what Optuna itself records for a pruned trial
+                study._storage.set_trial_values(trial_id, [stored.intermediate_values[stored.last_step]])
+            tell(trial, state=optuna.trial.TrialState.PRUNED)
+            log.info("Trial %d pruned after epoch %d", number, pruned_at)
+            return
+        tell(trial, values, state)
+
+    study.tell = tell_or_prune
+    return study
+
+
 class ResumableOptunaSweeper(OptunaSweeper):
     """hydra-optuna-sweeper whose study continues where an interrupted run of the same command stopped."""
 
@@ -144,36 +170,15 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     @contextlib.contextmanager
     def _pruned_study(self) -> Iterator[None]:
-        """While the Optuna sweeper runs: its study gets the pruner (Hyperband's brackets also steer the
-        sampler), and a trial whose job stopped early is told as PRUNED instead of COMPLETE."""
+        """While the Optuna sweeper runs, the study it creates gets the pruner (Hyperband's brackets also
+        steer the sampler) and `tell_pruned`."""
         import optuna
 
         create = optuna.create_study
         pruner = self.pruner
 
-        complete = optuna.trial.TrialState.COMPLETE
-
         def create_with_pruner(*args: Any, **kwargs: Any) -> Any:
-            # An uncached storage: the jobs write their trials' intermediate values and marks to the
-            # database, which the sweeper's own trial cache would never see.
-            storage = kwargs.get("storage")
-            if isinstance(storage, str):
-                kwargs["storage"] = optuna.storages.RDBStorage(storage)
-            study = create(*args, **{**kwargs, "pruner": pruner})
-            tell = study.tell
-
-            def tell_pruned(trial: Any, values: Any = None, state: Any = complete) -> None:
-                number = trial if isinstance(trial, int) else trial.number
-                trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-                pruned_at = study._storage.get_trial(trial_id).system_attrs.get(PRUNED_ATTR)
-                if pruned_at is not None and state == complete:  # value: the last reported one
-                    tell(trial, state=optuna.trial.TrialState.PRUNED)
-                    log.info("Trial %d pruned after epoch %d", number, pruned_at)
-                    return
-                tell(trial, values, state)
-
-            study.tell = tell_pruned  # type: ignore[method-assign]
-            return study
+            return tell_pruned(create(*args, **{**kwargs, "pruner": pruner}))
 
         optuna.create_study = create_with_pruner
         try:
