@@ -266,6 +266,7 @@ def test_pruners_from_the_sweep_config(spec: Any, cls: Any, options: dict[str, A
         assert type(pruner) is cls
 
 
+@pytest.mark.slow  # two compositions of the whole config: 20 s on the shared 2-core CPU
 def test_pruner_groups_compose_with_their_options() -> None:
     GlobalHydra.instance().clear()
     try:

@@ -205,7 +205,8 @@ class TimeBudget(Callback):
             return
         measured = time.perf_counter() - self._epoch_start
         done = trainer.current_epoch + 1
-        self.plan = self._make_plan(trainer, pl_module, measured, done)
+        plan = self._make_plan(trainer, pl_module, measured, done)
+        self.plan = trainer.strategy.broadcast(plan, src=0)  # under DDP every rank follows rank 0's plan
         self._apply(trainer, pl_module, self.plan, advance=True)
         self._log(self.plan, done)
 
