@@ -129,7 +129,7 @@ def test_budgeted_run_ends_in_budget_with_cosine_finished_and_phases_scaled(
     expected, final = _reference(per_epoch[0], make, epochs)
     np.testing.assert_allclose(per_epoch, expected, rtol=1e-6, atol=1e-12)
     assert record.final == pytest.approx(final, abs=1e-12) and max(final) == pytest.approx(0.0, abs=1e-12)
-    assert f"planned {epochs} epochs (configured 100)" in line and "(were 0, 50)" in line
+    assert f"planned {epochs} epoch(s) (configured 100)" in line and "(were 0, 50)" in line
 
 
 @pytest.mark.slow  # a budget long enough for the probes of a head-only then full schedule: about 40 s
@@ -155,4 +155,4 @@ def test_head_only_then_full_budget_probes_the_full_epochs_and_finishes_one_cycl
     # epoch 0 ran before the plan (OneCycle over the configured 8 steps); from the re-plan on, the new one
     np.testing.assert_allclose(record.lrs[2:], expected[2:], rtol=1e-6)
     assert record.final == pytest.approx(final, rel=1e-6)
-    assert f"planned {epochs} epochs (configured 4)" in line
+    assert f"planned {epochs} epoch(s) (configured 4)" in line

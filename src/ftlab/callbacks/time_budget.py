@@ -350,7 +350,7 @@ class TimeBudget(Callback):
         was = self._before or phases
         lr = f"LR schedule rebuilt ({self.rescaled})" if self.rescaled else "LR schedule unchanged"
         log.info(
-            "time budget %s: %s spent after %d epoch(s), the last took %s; planned %d epochs "
+            "time budget %s: %s spent after %d epoch(s), the last took %s; planned %d epoch(s) "
             "(configured %s), about %s in all; phases start at epochs %s (were %s), unfreeze warmup %.2g "
             "epochs; %s.",
             format_duration(plan.budget_s),
