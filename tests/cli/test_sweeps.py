@@ -6,9 +6,12 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import optuna
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.plugins.launcher import Launcher
@@ -16,10 +19,15 @@ from hydra.utils import get_class
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
 
+from ftlab.callbacks.optuna_trial import PRUNED_ATTR, OptunaTrialReport, build_pruner
 from ftlab.cli import report
+from ftlab.errors import FtlabError
 from ftlab.runs.report import load_runs, render
+from hydra_plugins.ftlab_optuna.resumable import tell_pruned
 from tests.helpers.cli import CONF, REPO, TINY, offline_env, run_cli
+from tests.helpers.trainers import quiet_cpu_trainer
 
 FAST = [*TINY, "debug=fast", "trainer.max_epochs=1"]
 
@@ -182,3 +190,149 @@ def test_optuna_search_over_keys_the_config_lacks_stops_with_one_paragraph(tmp_p
     assert "sets finetune.unfreeze_at_epoch, optimizer.lrr, which the composed config has no key" in message
     assert "finetune.strategy=full" in message and "Traceback" not in result.stderr
     assert not (tmp_path / "smoke").exists()  # no trial started
+
+
+# -- pruned sweeps -----------------------------------------------------------------------------------------
+
+
+class LogsValAcc(L.LightningModule):
+    """A one-weight model whose validation logs the given val/acc each epoch."""
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__()
+        self.values = values
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return (self.weight - 1).pow(2).sum()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val/acc", self.values[self.current_epoch], on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> Any:
+        return DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=1)
+
+    def val_dataloader(self) -> Any:
+        return DataLoader(TensorDataset(torch.zeros(1, 1)), batch_size=1)
+
+
+def test_a_job_reports_each_epoch_and_a_pruned_trial_is_recorded_pruned(tmp_path: Path) -> None:
+    """Two finished trials at 0.9 per epoch; with a median pruner a job at 0.2 stops after epoch 0 and its
+    trial is told PRUNED (value: its last report), a job at 0.95 runs its 3 epochs and completes."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = tell_pruned(optuna.create_study(study_name="s", storage=url, direction="maximize"))
+    for _ in range(2):
+        trial = study.ask()
+        for epoch in range(3):
+            trial.report(0.9, epoch)
+        study.tell(trial, 0.9)
+    pruner = {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1}
+    epochs_run = {}
+    for values in ([0.2, 0.95, 0.95], [0.95, 0.95, 0.95]):
+        trial = study.ask()
+        report = OptunaTrialReport(url, "s", trial.number, "val/acc", pruner)
+        trainer = quiet_cpu_trainer(max_epochs=3, callbacks=[report], num_sanity_val_steps=0)
+        trainer.fit(LogsValAcc(values))
+        epochs_run[trial.number] = trainer.current_epoch
+        study.tell(trial, values[-1])
+    assert epochs_run == {2: 1, 3: 3}
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
+    assert trials[2].intermediate_values == {0: pytest.approx(0.2)} and trials[2].value == pytest.approx(0.2)
+    assert trials[3].intermediate_values == {e: pytest.approx(0.95) for e in range(3)}
+    assert trials[2].system_attrs[PRUNED_ATTR] == 0 and PRUNED_ATTR not in trials[3].system_attrs
+
+
+@pytest.mark.parametrize(
+    ("spec", "cls", "options"),
+    [
+        ("median", optuna.pruners.MedianPruner, {}),
+        ("hyperband", optuna.pruners.HyperbandPruner, {}),
+        ({"_target_": "optuna.pruners.SuccessiveHalvingPruner", "reduction_factor": 2}, None, {}),
+        (None, None, {}),
+        ({}, None, {}),
+    ],
+)
+def test_pruners_from_the_sweep_config(spec: Any, cls: Any, options: dict[str, Any]) -> None:
+    pruner = build_pruner(spec)
+    if spec is None or spec == {}:
+        assert pruner is None
+    elif cls is None:
+        assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner) and pruner._reduction_factor == 2
+    else:
+        assert type(pruner) is cls
+
+
+@pytest.mark.slow  # two compositions of the whole config: 20 s on the shared 2-core CPU
+def test_pruner_groups_compose_with_their_options() -> None:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            overrides = ["hparams_search=optuna", "hydra/sweeper/pruner=hyperband"]
+            cfg = compose(
+                "train",
+                overrides=[*overrides, "hydra.sweeper.pruner.reduction_factor=2"],
+                return_hydra_config=True,
+            )
+            plain = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    pruner = build_pruner(OmegaConf.to_container(cfg.hydra.sweeper.pruner))
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner) and pruner._reduction_factor == 2
+    assert build_pruner(OmegaConf.to_container(plain.hydra.sweeper.pruner)) is None
+
+
+def test_an_unknown_pruner_is_one_paragraph() -> None:
+    with pytest.raises(
+        FtlabError, match=r"hydra.sweeper.pruner='medain' is not a pruner. Did you mean: median\?"
+    ):
+        build_pruner("medain")
+
+
+def _run_folders(logs: Path) -> dict[int, Path]:
+    """Job number -> run folder over every sweep of the task (a resumed study numbers its jobs on)."""
+    return {
+        int(p.name): p
+        for sweep in (logs / "smoke" / "multirun").iterdir()
+        for p in sweep.iterdir()
+        if p.is_dir() and p.name.isdigit()
+    }
+
+
+@pytest.mark.slow  # two sweeps of tiny 3-epoch trials: 3-10 minutes on a shared 2-core CPU
+def test_pruned_search_killed_and_run_again_records_pruned_trials(tmp_path: Path) -> None:
+    """A median-pruned study of 5 trials killed in its fourth job finishes when the same command runs again;
+    each trial's intermediate values are its run's val/acc per epoch, pruned trials stopped early."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["-m", "hparams_search=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.n_trials=5"]
+    args += [f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=pruned"]
+    args += ["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1"]
+    args += ["+experiment=smoke", "finetune=freeze_unfreeze", *TINY, "trainer.max_epochs=3"]
+    args += ["callbacks.tensorboard_review=null", f"paths.log_dir={tmp_path / 'logs'}"]
+    args += ["+callbacks.kill._target_=tests.cli.test_sweeps.KillOnceAtJob", "+callbacks.kill.job=3"]
+    args += [f"+callbacks.kill.marker={tmp_path / 'killed'}"]
+    env = offline_env(PYTHONPATH=os.pathsep.join([os.environ.get("PYTHONPATH", ""), str(REPO)]))
+    first = run_cli("ftlab.train", args, cwd=tmp_path, env=env)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    before = optuna.load_study(study_name="pruned", storage=storage).trials
+    assert before[-1].state.name == "RUNNING" and len(before) == 4
+
+    again = run_cli("ftlab.train", args, cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna.load_study(study_name="pruned", storage=storage).trials
+    states = [t.state.name for t in trials]
+    assert states[3] == "FAIL" and trials[4].params == before[3].params  # the killed trial ran again
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 5 and "PRUNED" in states, states
+    folders = _run_folders(tmp_path / "logs")
+    for trial in finished:
+        (run,) = load_runs(folders[trial.number])
+        curve = [run.val_acc[e] for e in sorted(run.val_acc)]
+        assert [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)] == pytest.approx(
+            curve
+        )
+        assert len(curve) < 3 if trial.state.name == "PRUNED" else len(curve) == 3
+        assert (PRUNED_ATTR in trial.system_attrs) == (trial.state.name == "PRUNED")

@@ -5,7 +5,9 @@ A run is a folder holding `.hydra/overrides.yaml` and its metrics: TensorBoard e
 The report is a table of the overrides that differ between runs, best val accuracy and its epoch, final val
 loss, epochs to reach a target accuracy and wall time (best run first), as Markdown, CSV or JSON; `--plot`
 draws every run's val accuracy and loss curves on one figure. `CompareRuns` prints the per-epoch
-side-by-side table at the end of a Hydra multirun (`hydra.callbacks`)."""
+side-by-side table at the end of a Hydra multirun (`hydra.callbacks`). Runs that name a `data.fold`
+(cross-validation) also get each recipe's folds with mean ± standard deviation and the paired differences
+between recipes (in Markdown after the table; `--folds` prints only that, in Markdown or JSON)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ftlab.errors import report_errors
-from ftlab.runs.report import DEFAULT_TARGET, TABLE_FORMATS, epoch_table, load_runs, plot, render
+from ftlab.errors import FtlabError, report_errors
+from ftlab.runs.report import DEFAULT_TARGET, TABLE_FORMATS, epoch_table, fold_report, load_runs, plot, render
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -33,6 +35,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--epochs", action="store_true", help="also print val accuracy per epoch, side by side"
     )
     parser.add_argument(
+        "--folds",
+        action="store_true",
+        help="only the cross-validation summary: each recipe's folds (mean ± std) and paired differences",
+    )
+    parser.add_argument(
         "--diagnostics",
         action="store_true",
         help="add each stage's final weight drift from the pretrained weights and gradient norm",
@@ -45,7 +52,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Print the report of a folder of runs."""
     args = parse_args(argv)
     runs = load_runs(args.folder)
+    folds = fold_report(runs, "json" if args.format == "json" else "markdown")
+    if args.folds:
+        if folds is None:
+            raise FtlabError(
+                f"--folds: no run under {args.folder} names a data.fold (a cross-validation sweep runs "
+                "python -m ftlab.train -m data.fold='range(5)' ...)."
+            )
+        print(folds)
+        return
     print(render(runs, args.format, args.target, args.diagnostics))
+    if folds is not None and args.format == "markdown":
+        print("\n" + folds)
     if args.epochs:
         print("\n" + epoch_table(runs, args.target))
     if args.plot:

@@ -7,6 +7,10 @@ loss, epochs to reach a target accuracy and wall time (best run first), as Markd
 draws every run's val accuracy and loss curves on one figure. `CompareRuns` prints the per-epoch
 side-by-side table at the end of a Hydra multirun (`hydra.callbacks`). A multi-label run logs no accuracy: its
 val/mAP fills the accuracy columns (and names them when every run is multi-label).
+
+Cross-validation (`data.fold`): runs that differ only in their fold form a group (a recipe); `fold_summary`
+gives each group's per-fold metrics with their mean and sample standard deviation, and `paired_differences`
+compares two groups fold by fold (difference per fold, its mean, standard deviation and paired t statistic).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Run:
     metrics_from: str | None = None  # "tensorboard" | "csv" | None (nothing logged)
     score: str = ACC  # what `val_acc` holds: val/acc, or val/mAP for a multi-label run
     diagnostics: dict[str, dict[int, float]] = field(default_factory=dict)  # drift/<stage>, grad_norm/<stage>
+    fold: int | None = None  # data.fold: the override, else the run's saved config (cross-validation)
 
     @property
     def best_epoch(self) -> int | None:
@@ -58,6 +63,11 @@ class Run:
         """The highest val accuracy of any epoch."""
         epoch = self.best_epoch
         return None if epoch is None else self.val_acc[epoch]
+
+    @property
+    def final_val_acc(self) -> float | None:
+        """The val accuracy of the last logged epoch."""
+        return self.val_acc[max(self.val_acc)] if self.val_acc else None
 
     @property
     def final_val_loss(self) -> float | None:
@@ -137,11 +147,28 @@ def _csv_curves(path: Path, started: Path) -> tuple[dict[str, dict[int, float]],
     return curves, wall
 
 
+FOLD_KEY = "data.fold"  # the override that names a cross-validation fold
+
+
+def _fold(path: Path, overrides: dict[str, str]) -> int | None:
+    """The run's `data.fold`: its override, else the value in its saved config; None when it has none."""
+    value: Any = overrides.get(FOLD_KEY)
+    if value is None:
+        config = path / ".hydra" / "config.yaml"
+        saved = yaml.safe_load(config.read_text()) if config.is_file() else None
+        data = saved.get("data") if isinstance(saved, dict) else None
+        value = data.get("fold") if isinstance(data, dict) else None
+    try:
+        return None if value in (None, "", "null") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def read_run(path: Path, root: Path) -> Run:
     """A run's overrides and metrics: TensorBoard event files first, the CSV log as the fallback."""
     overrides = parse_overrides(list(yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []))
     name = str(path.relative_to(root)) if path != root else path.name
-    run = Run(path=path, name=name, overrides=overrides)
+    run = Run(path=path, name=name, overrides=overrides, fold=_fold(path, overrides))
     curves: dict[str, dict[int, float]] = {}
     if (path / "tensorboard").is_dir():
         curves, run.wall_time_s = _tensorboard_curves(path / "tensorboard")
@@ -350,3 +377,158 @@ def plot(runs: Sequence[Run], out: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     return path
+
+
+# -- cross-validation: folds of one recipe, and two recipes compared fold by fold --------------------------
+
+FOLD_METRICS = ("best_val_acc", "final_val_acc", "final_val_loss")  # per run, summarised over folds
+FOLD_TITLES = {m: m.replace("_val_", " val/") for m in FOLD_METRICS}  # best_val_acc -> best val/acc
+
+
+def _std(values: Sequence[float]) -> float | None:
+    """Sample standard deviation (n - 1); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+@dataclass
+class FoldGroup:
+    """The runs of one recipe (the same overrides but `data.fold`), one per fold."""
+
+    label: str
+    overrides: dict[str, str]
+    runs: dict[int, Run]  # fold -> run (the last one read, if a fold ran twice)
+
+    def metric(self, name: str) -> dict[int, float]:
+        """fold -> the run's metric (`best_val_acc`, `final_val_acc`, `final_val_loss`), where logged."""
+        values = {fold: getattr(run, name) for fold, run in self.runs.items()}
+        return {fold: float(v) for fold, v in sorted(values.items()) if v is not None}
+
+    def summary(self, name: str) -> tuple[float | None, float | None]:
+        """Mean and sample standard deviation of a metric over the folds."""
+        values = list(self.metric(name).values())
+        return (sum(values) / len(values) if values else None), _std(values)
+
+
+def fold_groups(runs: Sequence[Run]) -> list[FoldGroup]:
+    """Runs that name a fold, grouped by their overrides without `data.fold` (in order of first run);
+    labelled by the overrides that differ between the groups."""
+    groups: dict[tuple[tuple[str, str], ...], FoldGroup] = {}
+    for run in runs:
+        if run.fold is None:
+            continue
+        rest = {k: v for k, v in run.overrides.items() if k != FOLD_KEY}
+        key = tuple(sorted(rest.items()))
+        group = groups.setdefault(key, FoldGroup(label="", overrides=rest, runs={}))
+        group.runs[run.fold] = run
+    found = list(groups.values())
+    keys = list(dict.fromkeys(k for g in found for k in g.overrides))
+    varying = [k for k in keys if len({g.overrides.get(k) for g in found}) > 1]
+    for number, group in enumerate(found):
+        named = " ".join(f"{k}={group.overrides.get(k, '-')}" for k in varying)
+        group.label = named or f"recipe {number + 1}"
+    return found
+
+
+@dataclass
+class Paired:
+    """Recipe `a` minus recipe `b` on the folds both ran: per fold, mean, sample std and paired t."""
+
+    a: str
+    b: str
+    metric: str
+    differences: dict[int, float]
+
+    @property
+    def mean(self) -> float | None:
+        values = list(self.differences.values())
+        return sum(values) / len(values) if values else None
+
+    @property
+    def std(self) -> float | None:
+        return _std(list(self.differences.values()))
+
+    @property
+    def t(self) -> float | None:
+        """Paired t statistic mean / (std / sqrt(n)), n - 1 degrees of freedom; None when undefined."""
+        mean, std, n = self.mean, self.std, len(self.differences)
+        if mean is None or std is None or std == 0:
+            return None
+        return mean / (std / math.sqrt(n))
+
+
+def paired_differences(a: FoldGroup, b: FoldGroup, metric: str = "best_val_acc") -> Paired:
+    """`a` minus `b` fold by fold, on the folds where both logged the metric."""
+    va, vb = a.metric(metric), b.metric(metric)
+    return Paired(a.label, b.label, metric, {fold: va[fold] - vb[fold] for fold in sorted(set(va) & set(vb))})
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def _group_record(group: FoldGroup) -> dict[str, Any]:
+    """A recipe's folds and each metric's mean, sample std and number of folds, for JSON."""
+    record: dict[str, Any] = {"recipe": group.label, "overrides": group.overrides}
+    record["folds"] = {str(f): {m: getattr(r, m) for m in FOLD_METRICS} for f, r in group.runs.items()}
+    for m in FOLD_METRICS:
+        mean, std = group.summary(m)
+        record[m] = {"mean": mean, "std": std, "n": len(group.metric(m))}
+    return record
+
+
+def fold_report(runs: Sequence[Run], fmt: str = "markdown") -> str | None:
+    """Per recipe: each fold's metrics and their mean ± sample standard deviation; then every pair of
+    recipes compared fold by fold (best val/acc, final val/acc, final val/loss). None without folds."""
+    groups = fold_groups(runs)
+    if not groups:
+        return None
+    pairs = [
+        paired_differences(a, b, metric)
+        for i, a in enumerate(groups)
+        for b in groups[i + 1 :]
+        for metric in FOLD_METRICS
+    ]
+    pairs = [p for p in pairs if p.differences]
+    if fmt == "json":
+        return json.dumps(
+            {
+                "recipes": [_group_record(g) for g in groups],
+                "paired": [
+                    {
+                        "a": p.a,
+                        "b": p.b,
+                        "metric": p.metric,
+                        "differences": {str(f): d for f, d in p.differences.items()},
+                        "mean": p.mean,
+                        "std": p.std,
+                        "t": p.t,
+                        "n": len(p.differences),
+                    }
+                    for p in pairs
+                ],
+            },
+            indent=2,
+        )
+    titles = FOLD_TITLES
+    parts = []
+    for group in groups:
+        rows: list[list[Any]] = [
+            [fold, *(getattr(run, m) for m in FOLD_METRICS)] for fold, run in sorted(group.runs.items())
+        ]
+        summary = [_pm(*group.summary(m)) for m in FOLD_METRICS]
+        rows.append([f"mean ± std ({len(group.runs)} folds)", *summary])
+        parts.append(f"Folds of {group.label}:\n\n" + markdown_table(["fold", *titles.values()], rows))
+    for a, b in {(p.a, p.b): None for p in pairs}:
+        metrics = [p for p in pairs if (p.a, p.b) == (a, b)]
+        folds = sorted({f for p in metrics for f in p.differences})
+        rows = [[fold, *(p.differences.get(fold) for p in metrics)] for fold in folds]
+        rows.append(["mean ± std", *(_pm(p.mean, p.std) for p in metrics)])
+        rows.append([f"paired t ({len(folds) - 1} df)", *(p.t for p in metrics)])
+        header = ["fold", *(f"Δ {titles[p.metric]}" for p in metrics)]
+        parts.append(f"Paired difference per fold, {a} minus {b}:\n\n" + markdown_table(header, rows))
+    return "\n\n".join(parts)

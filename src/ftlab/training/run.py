@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig
 from rich.console import Console
 
+from ftlab.callbacks.optuna_trial import TRIAL_ENV, OptunaTrialReport
 from ftlab.callbacks.schedule import ScheduleCallback
 from ftlab.callbacks.summary import EpochSummary, ModelSummary
 from ftlab.data import ImageDataModule, build_datamodule
@@ -78,6 +80,20 @@ def _instantiate_all(nodes: dict[str, Any] | None) -> list[Any]:
         for entry in (nodes or {}).values()
         if entry and "_target_" in entry
     ]
+
+
+def trial_report(settings: TrainSettings) -> OptunaTrialReport | None:
+    """In a job of ftlab's Optuna sweeper with `hydra.sweeper.pruner` set: the callback that reports
+    `optimized_metric` to the job's trial each epoch and stops the job when the pruner says so."""
+    if os.environ.get(TRIAL_ENV) is None:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    sweeper = HydraConfig.get().sweeper if HydraConfig.initialized() else None
+    spec = sweeper.get("pruner") if sweeper is not None else None
+    pruner = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
+    return OptunaTrialReport.from_environment(settings.optimized_metric, pruner)
 
 
 def build_module(settings: TrainSettings, class_names: list[str], multi_label: bool = False) -> Classifier:
@@ -219,9 +235,12 @@ def run(settings: TrainSettings) -> tuple[dict[str, float], dict[str, Any]]:
         callbacks.append(ModelSummary())  # (Lightning's would print "Total FLOPs: 0")
         trainer_cfg["enable_model_summary"] = False
     cap_log_interval(trainer_cfg, datamodule)
-    callbacks += recipes.recipe_callbacks(settings, schedule)  # early stopping, LR finder, EMA
+    callbacks += recipes.recipe_callbacks(settings, schedule)  # early stopping, LR finder, EMA, budget
     if multi_label:
         monitor_map(callbacks)
+    report = trial_report(settings)  # a pruned Optuna sweep's job
+    if report is not None:
+        callbacks.append(report)
     loggers = _instantiate_all(settings.logger)
     with known_noise_filtered():
         trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers)

@@ -12,6 +12,7 @@ import lightning as L
 
 from ftlab.callbacks.early_stopping import EarlyStoppingSettings
 from ftlab.callbacks.ema import EmaSettings
+from ftlab.callbacks.time_budget import parse_duration
 from ftlab.config.check import to_settings
 from ftlab.config.moved import check_moved
 from ftlab.config.registry import register
@@ -28,7 +29,10 @@ from ftlab.models.loss import LossSettings
 from ftlab.models.module import RuntimeSettings
 from ftlab.training.precision import check_precision
 
-__all__ = ["DATA_SETTINGS", "PathsSettings", "TrainSettings"]
+__all__ = ["DATA_SETTINGS", "FTLAB_TRAINER_KEYS", "PathsSettings", "TrainSettings"]
+
+# ftlab's own keys of the `trainer` node, resolved by ftlab and never passed to Lightning's Trainer
+FTLAB_TRAINER_KEYS = ("time_budget",)
 
 
 @register("paths", "settings")
@@ -85,12 +89,18 @@ class TrainSettings:
         check_moved(f"trainer.{k}" for k in trainer)
         check_types(trainer, _numeric_trainer_hints(), prefix="trainer")
         check_precision(trainer.get("precision"))
+        parse_duration(trainer.get("time_budget"))
         self.trainer = trainer
 
     @property
     def trainer_options(self) -> dict[str, Any]:
-        """A copy of the Trainer's arguments (the caller may add to it)."""
-        return dict(self.trainer)
+        """A copy of the Trainer's arguments (the caller may add to it), without ftlab's own keys."""
+        return {k: v for k, v in self.trainer.items() if k not in FTLAB_TRAINER_KEYS}
+
+    @property
+    def time_budget_s(self) -> float | None:
+        """`trainer.time_budget` in seconds (`10m`, `90s`, `1h30m`); None when off."""
+        return parse_duration(self.trainer.get("time_budget"))
 
 
 def group_types() -> dict[str, Any]:
