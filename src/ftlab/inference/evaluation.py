@@ -31,7 +31,8 @@ from ftlab.data import build_datamodule, build_source
 from ftlab.data.settings import DataSettings
 from ftlab.errors import FtlabError
 from ftlab.inference.calibration import ECE_BINS, Calibration, fit_temperature, store_temperature
-from ftlab.inference.checkpoint import TrainedModel, class_mismatch, read_record
+from ftlab.inference.checkpoint import class_mismatch
+from ftlab.inference.exported import Model, file_kind, load_model, read_any_record
 from ftlab.inference.plots import confusion_figure, reliability_figure, row_normalized, save_figure
 from ftlab.inference.tta import tta_logits
 
@@ -217,14 +218,16 @@ def data_settings(options: Any) -> tuple[DataSettings, int, str]:
 
 def evaluation_logits(
     options: Any, data: DataSettings, seed: int, split: str
-) -> tuple[TrainedModel, torch.Tensor, torch.Tensor, int]:
-    """The checkpoint's logits and the true classes (checkpoint order) on `split`, and the image count."""
-    record = read_record(options.ckpt_path)
+) -> tuple[Model, torch.Tensor, torch.Tensor, int]:
+    """The model's logits and the true classes (its class order) on `split`, and the image count; the model
+    is a checkpoint or a file written by ftlab.export (`exported.load_model`), so every format is measured
+    by the same code."""
+    record = read_any_record(options.ckpt_path)
     source = build_source(data, seed)
     problem = class_mismatch(list(record["class_names"]), list(source.classes), options.ckpt_path)
     if problem:
         raise FtlabError(problem)
-    model = TrainedModel.load(options.ckpt_path, options.device)
+    model = load_model(options.ckpt_path, options.device)
     datamodule = build_datamodule(data, source, model.preprocessing)
     datamodule.setup("validate")
     assert datamodule.train_set is not None and datamodule.val_set is not None
@@ -275,7 +278,13 @@ def evaluate(options: Any) -> tuple[Report, dict[str, Any]]:
     """
     if options.split not in SPLITS:
         raise FtlabError(f"split={options.split!r}: use one of {', '.join(SPLITS)}.")
-    read_record(options.ckpt_path)
+    read_any_record(options.ckpt_path)
+    exported = file_kind(Path(options.ckpt_path).expanduser()) != "checkpoint"
+    if exported and getattr(options, "calibrate", False):
+        raise FtlabError(
+            f"calibrate=true stores a temperature in a checkpoint; {options.ckpt_path} is an exported file "
+            "whose temperature is fixed. Calibrate its checkpoint, then export again."
+        )
     data, seed, data_from = data_settings(options)
     about: dict[str, Any] = {}
     model, logits, target, count = evaluation_logits(options, data, seed, options.split)
@@ -289,6 +298,7 @@ def evaluate(options: Any) -> tuple[Report, dict[str, Any]]:
     report = Report.from_logits(model.class_names, logits, target, temperature)
     about = {
         "ckpt_path": str(options.ckpt_path),
+        "model_format": getattr(model, "format", "checkpoint"),
         "data": dataclasses.asdict(data),
         "data_config_from": data_from,
         "split": options.split,
