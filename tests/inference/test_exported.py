@@ -140,9 +140,8 @@ def test_files_without_ftlab_metadata_are_refused(exported, tmp_path):
     bare.write_bytes(proto.SerializeToString())
     with pytest.raises(FtlabError, match="ONNX file without ftlab's metadata"):
         load_model(bare)
-    scripted = torch.jit.load(str(exported["torchscript"]))
     plain = tmp_path / "plain.pt"
-    torch.jit.save(scripted, str(plain))
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(plain))  # TorchScript without ftlab.json
     with pytest.raises(FtlabError, match="TorchScript file without ftlab's metadata"):
         load_model(plain)
     assert isinstance(load_model(exported["checkpoint"]), TrainedModel)
