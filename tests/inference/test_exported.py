@@ -145,3 +145,25 @@ def test_files_without_ftlab_metadata_are_refused(exported, tmp_path):
     with pytest.raises(FtlabError, match="TorchScript file without ftlab's metadata"):
         load_model(plain)
     assert isinstance(load_model(exported["checkpoint"]), TrainedModel)
+
+
+@pytest.mark.slow
+def test_bench_exports_reports_every_format_beside_the_checkpoint(exported, tmp_path):
+    from ftlab.cli.bench import main
+
+    tables = []
+    ckpt = exported["checkpoint"]
+    args = ["--exports", f"ckpt_path={ckpt}", "repeats=2", "warmup=1", f"out_dir={tmp_path}"]
+    result = main([*args, "--json", str(tmp_path / "exports.json")], report=tables.append)
+    entries = result["exports"]
+    assert list(entries) == ["checkpoint", "onnx", "onnx_int8", "torchscript"]
+    reference = _eval(ckpt)["accuracy"]
+    for name, entry in entries.items():
+        assert set(entry["latency_ms"]) == {"1", "32"} and all(v > 0 for v in entry["latency_ms"].values())
+        assert Path(entry["file"]).stat().st_size == pytest.approx(entry["size_mib"] * 2**20)
+        if name != "onnx_int8":
+            assert entry["val_acc"] == reference and entry["delta_vs_checkpoint"] == 0
+    assert json.loads((tmp_path / "exports.json").read_text())["exports"]["onnx"]["val_acc"] == reference
+    assert tables and tables[0].row_count == 4
+    with pytest.raises(SystemExit):
+        main(["--exports", "checkpoint=x"], report=tables.append)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,10 @@ class ExportResult:
     max_diff: float | None = None  # max |logit difference| on a random batch (fp32 formats)
     agreement: float | None = None  # int8: share of calibration images with the checkpoint's top class
     checked_images: int = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        """`path, max_diff = export(options)`, as before the int8 format added its own check."""
+        return iter((self.path, self.max_diff))
 
 
 def run_exported(path: Path, fmt: str, images: torch.Tensor) -> torch.Tensor | None:
