@@ -38,6 +38,7 @@ class ExportsOptions:
     repeats: int = 20  # timed forward passes per format and batch size (median reported)
     warmup: int = 3  # untimed passes first
     out_dir: str | None = None  # folder for the exported files; null = next to the checkpoint
+    threads: int | None = None  # CPU threads for torch and ONNX Runtime alike; null = torch's default
 
     @classmethod
     def parse(cls, items: list[str]) -> ExportsOptions:
@@ -48,7 +49,8 @@ class ExportsOptions:
             keys = ", ".join(cls.__dataclass_fields__)
             if not sep or key not in cls.__dataclass_fields__:
                 raise FtlabError(f"--exports {item!r}: give KEY=VALUE with KEY one of {keys}.")
-            values[key] = int(value) if key in ("calibration_images", "repeats", "warmup") else value
+            numbers = ("calibration_images", "repeats", "warmup", "threads")
+            values[key] = int(value) if key in numbers else value
         if "ckpt_path" not in values:
             raise FtlabError("--exports needs ckpt_path=<checkpoint written by ftlab.train>.")
         return cls(**values)
@@ -113,6 +115,8 @@ def exports_benchmark(options: ExportsOptions) -> dict[str, Any]:
             "val_acc": report.accuracy,
             "val_images": about["images"],
         }
+    if options.threads:
+        torch.set_num_threads(options.threads)
     threads = torch.get_num_threads()
     models: dict[str, Any] = {}
     for name, path in files.items():
