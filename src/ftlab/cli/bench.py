@@ -1,6 +1,8 @@
 """`python -m ftlab.bench [--quick] [--json PATH] [--main-job ...]`: ftlab against a hand-written PyTorch
 loop, the feature cache against no cache (end to end and per epoch), and with --main-job the real main
-command on stand-in assets against the whole-network schedule, measured in one process."""
+command on stand-in assets against the whole-network schedule, measured in one process. `--exports
+ckpt_path=<ckpt>` measures instead each export format's val accuracy and CPU latency beside the
+checkpoint's."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ftlab.benchmark.exports import ExportsOptions, exports_benchmark, exports_table
 from ftlab.benchmark.main_job import MainJobOptions
 from ftlab.benchmark.report import render, write_json
 from ftlab.benchmark.suite import run
+from ftlab.errors import report_errors
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +45,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra override, both arms",
     )
+    parser.add_argument(
+        "--exports",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="only the export formats: ckpt_path=<ckpt> [calibration_images=128 repeats=20 out_dir=<folder>]",
+    )
     return parser.parse_args(argv)
 
 
@@ -49,6 +59,8 @@ def main(argv: list[str] | None = None, report: Callable[[Table], None] | None =
     warnings.filterwarnings("ignore")
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "ftlab.features.cache"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.exports:
+        return _exports(args, report or Console(width=120).print)
     main_job = None
     if args.main_job or args.main_job_only:
         main_job = MainJobOptions(
@@ -61,6 +73,16 @@ def main(argv: list[str] | None = None, report: Callable[[Table], None] | None =
         )
     result = run(args.quick, main_job=main_job, loops=not args.main_job_only)
     (report or Console(width=120).print)(render(result))
+    if args.json:
+        write_json(result, args.json)
+    return result
+
+
+@report_errors
+def _exports(args: argparse.Namespace, report: Callable[[Table], None]) -> dict[str, Any]:
+    """`--exports`: every export format beside the checkpoint (a user error is one ftlab paragraph)."""
+    result = exports_benchmark(ExportsOptions.parse(args.exports))
+    report(exports_table(result))
     if args.json:
         write_json(result, args.json)
     return result

@@ -3,11 +3,13 @@ calibration (ECE, NLL, Brier) and a reliability diagram.
 
 Without `data=...` the checkpoint is evaluated on its own training run's validation split (read from the run's
 `.hydra/config.yaml`, same seed); `data=imagefolder data.root=<folder> split=all` evaluates every image of a
-folder. `calibrate=true` first fits temperature scaling on the validation split and stores it in the
-checkpoint; predict, eval and export apply it from then on. The tables are printed; `metrics.json`,
-`per_class.csv`, `confusion_matrix.csv`, `confusion_matrix.png` and `reliability_diagram.png` are written to
-the eval run folder (logs/eval/<timestamp>/ unless `hydra.run.dir` says otherwise), and the reliability
-diagram also goes to the training run's TensorBoard when the checkpoint sits in its run folder.
+folder. `ckpt_path` may also name a file written by `ftlab.export` (ONNX, int8 ONNX, TorchScript): the same
+metrics, from the preprocessing, classes and temperature in its metadata. `calibrate=true` first fits
+temperature scaling on the validation split and stores it in the checkpoint; predict, eval and export apply
+it from then on. The tables are printed; `metrics.json`, `per_class.csv`, `confusion_matrix.csv`,
+`confusion_matrix.png` and `reliability_diagram.png` are written to the eval run folder
+(logs/eval/<timestamp>/ unless `hydra.run.dir` says otherwise), and the reliability diagram also goes to
+the training run's TensorBoard when the checkpoint sits in its run folder.
 A multi-label checkpoint gets the per-label table instead (threshold, precision, recall, F1, AP, support, then
 macro and micro means and mAP) in `metrics.json` and `per_class.csv`; it is not calibrated.
 """
@@ -43,7 +45,8 @@ class EvalOptions:
     """`python -m ftlab.eval ckpt_path=<ckpt> [data=<source> data.root=<folder> split=all]`."""
 
     task_name: str = "eval"  # names the run folder: logs/eval/<timestamp>/
-    ckpt_path: str = "???"  # checkpoint written by ftlab.train (a run's checkpoints/best.ckpt or last.ckpt)
+    # checkpoint written by ftlab.train (a run's checkpoints/best.ckpt), or a file written by ftlab.export
+    ckpt_path: str = "???"
     split: str = "val"  # val: the validation split, as in training; all: every image of the source
     seed: int | None = None  # seed of the train/val split; null = the training run's seed (42 when unknown)
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:<index>

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MulticlassCalibrationError
 
 from ftlab.errors import FtlabError
-from ftlab.io.checkpoints import atomic_write
+from ftlab.io.checkpoints import atomic_write, load_checkpoint
 
 ECE_BINS = 15
 TEMPERATURE_KEY = "temperature"  # in the checkpoint's `ftlab` record
@@ -78,7 +78,7 @@ MULTI_LABEL_REFUSAL = (
 def store_temperature(ckpt_path: str | Path, temperature: float) -> None:
     """Write `temperature` into the checkpoint's `ftlab` record (atomic rewrite: never half-written)."""
     path = Path(ckpt_path).expanduser()
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path, mmap=False)
     checkpoint["ftlab"][TEMPERATURE_KEY] = float(temperature)
     try:
         atomic_write(path, lambda f: torch.save(checkpoint, f))

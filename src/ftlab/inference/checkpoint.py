@@ -14,6 +14,7 @@ import torch
 
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.errors import FtlabError
+from ftlab.io.checkpoints import load_checkpoint
 from ftlab.models.module import Classifier
 
 
@@ -33,12 +34,7 @@ def resolve_device(name: str) -> torch.device:
 def read_record(path: str | Path) -> dict[str, Any]:
     """The `checkpoint["ftlab"]` record (class names, backbone, weights id, preprocessing, temperature)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FtlabError(f"ckpt_path={str(path)!r}: no such checkpoint file.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as err:  # torch raises many types for files that are not checkpoints
-        raise FtlabError(f"ckpt_path={str(path)!r} is not a readable PyTorch checkpoint: {err}") from err
+    checkpoint = load_checkpoint(path)  # tensors and plain values only: a pickle that runs code is refused
     record = checkpoint.get("ftlab") if isinstance(checkpoint, dict) else None
     if not isinstance(record, dict) or "class_names" not in record or "preprocessing" not in record:
         raise FtlabError(
@@ -62,10 +58,12 @@ class TrainedModel:
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
         """Load a checkpoint written by `ftlab.train` without downloading any pretrained weights."""
-        record = read_record(path)
+        record = read_record(path)  # refuses files that are not ftlab's before Lightning opens them
         target = device if isinstance(device, torch.device) else resolve_device(device)
         try:
-            module = Classifier.load_from_checkpoint(str(path), map_location="cpu", weights=None)
+            module = Classifier.load_from_checkpoint(
+                str(path), map_location="cpu", weights_only=True, weights=None
+            )
         except (RuntimeError, TypeError, KeyError) as err:
             raise FtlabError(
                 f"ckpt_path={str(path)!r} could not be loaded into a {record.get('backbone')} classifier: "

@@ -39,7 +39,8 @@ from ftlab.inference.calibration import (
     fit_temperature,
     store_temperature,
 )
-from ftlab.inference.checkpoint import TrainedModel, class_mismatch, read_record
+from ftlab.inference.checkpoint import class_mismatch, read_record
+from ftlab.inference.exported import Model, file_kind, load_model, read_any_record
 from ftlab.inference.plots import confusion_figure, reliability_figure, row_normalized, save_figure
 from ftlab.inference.tta import tta_logits, tta_multilabel_logits
 from ftlab.models.multilabel import DEFAULT_THRESHOLD, MultiLabelScores
@@ -63,6 +64,11 @@ class Report:
     temperature: float | None = None
     confidence: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # top-1 probability per image
     correct: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
+
+    @property
+    def headline(self) -> float:
+        """Top-1 accuracy (what ftlab.eval returns)."""
+        return self.accuracy
 
     @classmethod
     def from_logits(
@@ -312,14 +318,16 @@ def data_settings(options: Any) -> tuple[DataSettings, int, str]:
 
 def evaluation_logits(
     options: Any, data: DataSettings, seed: int, split: str
-) -> tuple[TrainedModel, torch.Tensor, torch.Tensor, int]:
-    """The checkpoint's logits and the true classes (checkpoint order) on `split`, and the image count."""
-    record = read_record(options.ckpt_path)
+) -> tuple[Model, torch.Tensor, torch.Tensor, int]:
+    """The model's logits and the true classes (its class order) on `split`, and the image count; the model
+    is a checkpoint or a file written by ftlab.export (`exported.load_model`), so every format is measured
+    by the same code."""
+    record = read_any_record(options.ckpt_path)
     source = build_source(data, seed)
     problem = class_mismatch(list(record["class_names"]), list(source.classes), options.ckpt_path)
     if problem:
         raise FtlabError(problem)
-    model = TrainedModel.load(options.ckpt_path, options.device)
+    model = load_model(options.ckpt_path, options.device)
     datamodule = build_datamodule(data, source, model.preprocessing)
     datamodule.setup("validate")
     assert datamodule.train_set is not None and datamodule.val_set is not None
@@ -380,9 +388,15 @@ def evaluate(options: Any) -> tuple[Report | MultiLabelReport, dict[str, Any]]:
     """
     if options.split not in SPLITS:
         raise FtlabError(f"split={options.split!r}: use one of {', '.join(SPLITS)}.")
-    record = read_record(options.ckpt_path)
+    record = read_any_record(options.ckpt_path)
     if record.get("multi_label") and getattr(options, "calibrate", False):
         raise FtlabError(MULTI_LABEL_REFUSAL)
+    exported = file_kind(Path(options.ckpt_path).expanduser()) != "checkpoint"
+    if exported and getattr(options, "calibrate", False):
+        raise FtlabError(
+            f"calibrate=true stores a temperature in a checkpoint; {options.ckpt_path} is an exported file "
+            "whose temperature is fixed. Calibrate its checkpoint, then export again."
+        )
     data, seed, data_from = data_settings(options)
     about: dict[str, Any] = {}
     model, logits, target, count = evaluation_logits(options, data, seed, options.split)
@@ -390,7 +404,7 @@ def evaluate(options: Any) -> tuple[Report | MultiLabelReport, dict[str, Any]]:
     if model.multi_label:
         report = MultiLabelReport.from_logits(model.class_names, logits, target, model.thresholds)
         about = {"thresholds_from": "checkpoint" if model.thresholds is not None else "0.5 (none stored)"}
-        return report, _about(options, data, data_from, seed, count, about)
+        return report, _about(options, model, data, data_from, seed, count, about)
     temperature = model.temperature
     if getattr(options, "calibrate", False):
         val = (
@@ -399,14 +413,21 @@ def evaluate(options: Any) -> tuple[Report | MultiLabelReport, dict[str, Any]]:
         about["calibration_fit"] = fit_and_store(options.ckpt_path, *val)
         temperature = about["calibration_fit"]["temperature"]
     report = Report.from_logits(model.class_names, logits, target, temperature)
-    return report, _about(options, data, data_from, seed, count, about)
+    return report, _about(options, model, data, data_from, seed, count, about)
 
 
 def _about(
-    options: Any, data: DataSettings, data_from: str, seed: int, count: int, extra: dict[str, Any]
+    options: Any,
+    model: Model,
+    data: DataSettings,
+    data_from: str,
+    seed: int,
+    count: int,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "ckpt_path": str(options.ckpt_path),
+        "model_format": getattr(model, "format", "checkpoint"),
         "data": dataclasses.asdict(data),
         "data_config_from": data_from,
         "split": options.split,
