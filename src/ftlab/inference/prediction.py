@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -69,22 +70,67 @@ def _collate(items: list[Item]) -> list[Item]:
 
 @dataclass
 class Prediction:
-    """One image's class probabilities, most probable first."""
+    """One image's class probabilities, most probable first (multi-label: also the labels it carries)."""
 
     path: str
     probs: dict[str, float]
+    labels: list[str] | None = None  # multi-label checkpoints: the labels at or above their threshold
 
     @property
     def top1(self) -> str:
         return next(iter(self.probs))
 
     def text(self) -> str:
-        """`path  dog 0.80  cat 0.10`."""
-        return "  ".join([self.path, *(f"{name} {p:.2f}" for name, p in self.probs.items())])
+        """`path  dog 0.80  cat 0.10` (multi-label: `path  labels=dog,cat  dog 0.91  cat 0.62 ...`)."""
+        shown = [] if self.labels is None else [f"labels={','.join(self.labels)}"]
+        return "  ".join([self.path, *shown, *(f"{name} {p:.2f}" for name, p in self.probs.items())])
+
+    def as_dict(self) -> dict[str, Any]:
+        """`{"path", "probs", "top1"}` (+ `"labels"` for a multi-label checkpoint)."""
+        out: dict[str, Any] = {"path": self.path, "probs": self.probs, "top1": self.top1}
+        if self.labels is not None:
+            out["labels"] = self.labels
+        return out
 
     def json(self) -> str:
         """`{"path": ..., "probs": {...}, "top1": ...}` on one line."""
-        return json.dumps({"path": self.path, "probs": self.probs, "top1": self.top1})
+        return json.dumps(self.as_dict())
+
+
+def multi_label(model: TrainedModel) -> bool:
+    """Whether the checkpoint's record says its outputs are independent labels (sigmoid, thresholds)."""
+    return bool(model.record.get("multi_label", False))
+
+
+def thresholds(model: TrainedModel) -> list[float]:
+    """Per-label decision thresholds of a multi-label checkpoint (`record["thresholds"]`, else 0.5 each)."""
+    values = model.record.get("thresholds")
+    return [0.5] * len(model.class_names) if values is None else [float(v) for v in values]
+
+
+def scores(model: TrainedModel, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """What ftlab.predict and ftlab.serve report for preprocessed `images`, (N, classes) on the CPU: class
+    probabilities softmax(logits / T) (T: the calibrated temperature, else 1), or for a multi-label
+    checkpoint each label's sigmoid probability. `tta` averages over the views."""
+    if multi_label(model):
+        # TODO(multi-label): apply the multi-label branch's calibration here too if it stores one
+        return tta_mean(lambda x: torch.sigmoid(model.logits(x)), images, tta)
+    return tta_mean(model.probabilities, images, tta)
+
+
+def to_prediction(model: TrainedModel, path: str, row: torch.Tensor, top_k: int | None) -> Prediction:
+    """One image's `Prediction` from its row of `scores`: the top_k classes (null: all), most probable
+    first; a multi-label checkpoint also lists every label at or above its threshold."""
+    k = len(model.class_names) if top_k is None else min(top_k, len(model.class_names))
+    values, order = row.topk(k)
+    names = [model.class_names[int(i)] for i in order]
+    probs = {n: float(v) for n, v in zip(names, values, strict=True)}
+    if not multi_label(model):
+        return Prediction(path, probs)
+    limits = thresholds(model)
+    ranked = row.argsort(descending=True).tolist()
+    labels = [model.class_names[i] for i in ranked if float(row[i]) >= limits[i]]
+    return Prediction(path, probs, labels)
 
 
 def predict(
@@ -97,7 +143,6 @@ def predict(
 ) -> Iterator[Prediction | tuple[str, str]]:
     """Predictions in input order (calibrated when the checkpoint holds a temperature); (path, error) for a
     file that cannot be read."""
-    k = len(model.class_names) if top_k is None else min(top_k, len(model.class_names))
     files = FileImages(paths, list(range(len(paths))), partial(preprocess, prep=model.preprocessing))
     loader = DataLoader(
         TolerantFiles(files),
@@ -108,15 +153,20 @@ def predict(
     for batch in loader:
         good = [(idx, image) for idx, image, _ in batch if image is not None]
         images = torch.stack([image for _, image in good]) if good else None
-        probs = tta_mean(model.probabilities, images, tta) if images is not None else None  # tta= hook
+        probs = scores(model, images, tta) if images is not None else None  # tta= hook
         rows = {idx: row for (idx, _), row in zip(good, probs if probs is not None else [], strict=True)}
         for idx, _, error in batch:
             if error is not None:
                 yield paths[idx], error
                 continue
-            values, order = rows[idx].topk(k)
-            names = [model.class_names[int(i)] for i in order]
-            yield Prediction(paths[idx], {n: float(v) for n, v in zip(names, values, strict=True)})
+            yield to_prediction(model, paths[idx], rows[idx], top_k)
+
+
+def gradcam_overlays(explainer: Explainer, images: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) Grad-CAM overlays for the predicted class of each preprocessed image in `images`,
+    drawn over `shown` (the same images resized and cropped, uint8)."""
+    cams = explainer.maps(images)
+    return torch.stack([overlay(image, cam) for image, cam in zip(shown, cams, strict=True)])
 
 
 def explain(model: TrainedModel, paths: list[str], out_dir: str | Path) -> list[Path]:
@@ -131,11 +181,11 @@ def explain(model: TrainedModel, paths: list[str], out_dir: str | Path) -> list[
         except FtlabError:
             continue  # predict reports it
         images = preprocess(raw, model.preprocessing)[None].to(model.device)
-        cam = explainer.maps(images)[0]
+        shown = resize_and_crop(raw, model.preprocessing)[None]
         name = Path(path).stem
         while name in used:  # same file name in two folders
             name += "_"
         used.add(name)
-        shown = resize_and_crop(raw, model.preprocessing)
-        written.append(save_png(overlay(shown, cam), folder / f"{name}.gradcam.png"))
+        drawn = gradcam_overlays(explainer, images, shown)[0]
+        written.append(save_png(drawn, folder / f"{name}.gradcam.png"))
     return written
