@@ -72,6 +72,7 @@ def checkpoint_info(ckpt_path: str | Path) -> dict[str, Any]:
         "temperature": record.get("temperature"),
         "multi_label": bool(record.get("multi_label", False)),
         "thresholds": record.get("thresholds"),
+        "explainable": unsupported_reason(str(record.get("backbone"))) is None,  # Grad-CAM applies
     }
 
 
