@@ -1,4 +1,4 @@
-"""`python -m ftlab.serve` as users start it: a real subprocess on a free loopback port, spoken to over HTTP."""
+"""`python -m ftlab.serve` as users start it: a subprocess on a free loopback port, spoken to over HTTP."""
 
 from __future__ import annotations
 

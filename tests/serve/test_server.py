@@ -64,9 +64,13 @@ def test_multipart_upload_and_grad_cam_overlay(server: Server, ckpt: Path, image
     path = images["big.jpg"]
     boundary = "ftlab-test-boundary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     status, raw = server.request("/predict?explain=true", body, headers, "POST")
     assert status == 200, raw
@@ -145,7 +149,7 @@ def test_bad_uploads_are_4xx_with_one_line_reasons_and_the_server_stays_up(serve
 
 
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(ckpt: Path, images, tmp_path):
-    """A worker waits up to 3 s for a batch of 4 to fill, so a lone request is in flight when SIGTERM comes."""
+    """A worker waits up to 3 s for a batch of 4 to fill, so a lone request is in flight at SIGTERM."""
     body = images["small.png"].read_bytes()
     with running(ckpt, ["serve.max_batch_size=4", "serve.batch_timeout=3"], tmp_path) as server:
         answers: list[tuple[int, object]] = []
