@@ -101,9 +101,11 @@ def check_address(host: str, port: int) -> str:
 
 def _add_page(app: FastAPI) -> None:
     """`GET /` is the page (LitServe's own `/` only says it runs); `/predict` gets its OpenAPI body."""
-    app.router.routes[:] = [
-        r for r in app.router.routes if not (isinstance(r, APIRoute) and r.path == "/" and "GET" in (r.methods or ()))
-    ]
+
+    def litserve_index(route: Any) -> bool:
+        return isinstance(route, APIRoute) and route.path == "/" and "GET" in (route.methods or ())
+
+    app.router.routes[:] = [route for route in app.router.routes if not litserve_index(route)]
 
     @app.get("/", response_class=HTMLResponse, summary="The page: try the model on an image")
     async def page() -> HTMLResponse:
