@@ -5,6 +5,7 @@ the same image files, measured in the same run (predict before and after the loa
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import socket
@@ -83,17 +84,16 @@ def write_images(folder: Path, count: int, size: int) -> list[Path]:
 def predict_throughput(
     model: TrainedModel, paths: list[str], opts: ServeBenchOptions, seconds: float
 ) -> float:
-    """Images per second of ftlab.predict's loop (decode, preprocess, batched forward) over `paths` repeated
-    to last about `seconds` (one warm-up pass first)."""
+    """Images per second of ftlab.predict's loop (decode, preprocess, batched forward, its DataLoader workers)
+    in one call over `paths` repeated to last about `seconds`, sized by an untimed warm-up pass."""
+    started = time.perf_counter()
     for _ in predict(model, paths, None, opts.predict_batch_size, opts.predict_workers):
         pass
+    rate = len(paths) / (time.perf_counter() - started)
+    repeats = max(2, math.ceil(seconds * rate / len(paths)))
     start = time.perf_counter()
-    rounds = 0
-    count = 0
-    while time.perf_counter() - start < seconds or rounds < 2:
-        batch = paths * 4
-        count += sum(1 for _ in predict(model, batch, None, opts.predict_batch_size, opts.predict_workers))
-        rounds += 1
+    batches = predict(model, paths * repeats, None, opts.predict_batch_size, opts.predict_workers)
+    count = sum(1 for _ in batches)
     return count / (time.perf_counter() - start)
 
 
