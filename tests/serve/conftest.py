@@ -107,11 +107,13 @@ def ckpt(smoke_run: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def server(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the API, error and page tests (batches of up to 8, 20 ms to fill them)."""
+    """One server for the API, error and page tests (batches of up to 8, 20 ms to fill them); stopped with
+    SIGTERM at the end of the session, which must exit 0."""
     workdir = tmp_path_factory.mktemp("serve")
     overrides = ["serve.max_batch_size=8", "serve.batch_timeout=0.02", f"serve.max_bytes={MAX_BYTES}"]
-    with running(ckpt, overrides, workdir) as running_server:
-        yield running_server
+    running_server = start(ckpt, overrides, workdir)
+    yield running_server
+    assert stop(running_server) == 0, running_server.log.read_text()[-3000:]  # SIGTERM: a clean exit
 
 
 @pytest.fixture(scope="session")

@@ -148,6 +148,7 @@ def test_bad_uploads_are_4xx_with_one_line_reasons_and_the_server_stays_up(serve
     assert server.predict(good)[0] == 200  # the workers still answer
 
 
+@pytest.mark.slow  # a second server start
 def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(ckpt: Path, images, tmp_path):
     """A worker waits up to 3 s for a batch of 4 to fill, so a lone request is in flight at SIGTERM."""
     body = images["small.png"].read_bytes()
