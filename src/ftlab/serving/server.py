@@ -163,7 +163,13 @@ def _drain_on_sigterm() -> None:
             os.kill(os.getpid(), signum)
             return
         signal.signal(signum, signal.SIG_IGN)  # a second SIGTERM does not interrupt the drain
-        http = [p for p in multiprocessing.active_children() if p.name.startswith(HTTP_PROCESS_PREFIX)]
+        children = multiprocessing.active_children()
+        http = [p for p in children if p.name.startswith(HTTP_PROCESS_PREFIX)]
+        if not http:  # still starting: nothing is in flight; stop the workers LitServe started so far
+            for child in children:
+                child.terminate()
+                child.join(5)
+            os._exit(0)
         print(
             f"ftlab.serve: SIGTERM, finishing in-flight requests ({len(http)} HTTP processes)",
             file=sys.stderr,
