@@ -65,7 +65,8 @@ def test_serve_bench_reports_consistent_figures(smoke_run, tmp_path):
     req/s = requests / seconds, ordered percentiles, the ratio over predict's mean throughput."""
     ckpt = smoke_run / "checkpoints" / "best.ckpt"
     args = ["--serve", f"--serve-ckpt={ckpt}", "--serve-clients=4", "--serve-seconds=3", "--serve-images=8"]
-    result = run_cli("ftlab.bench", [*args, "--json", str(tmp_path / "serve.json")], cwd=tmp_path, timeout=900)
+    args += ["--json", str(tmp_path / "serve.json")]
+    result = run_cli("ftlab.bench", args, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "serve.json").read_text())
     load = data["serve"]
