@@ -22,7 +22,6 @@ from ftlab.config.check import check_command_line, command_options
 from ftlab.config.location import config_dir
 from ftlab.config.registry import register
 from ftlab.errors import FtlabError, report_errors
-from ftlab.serving.server import serve
 from ftlab.serving.settings import ServeSettings
 
 __all__ = ["ServeOptions", "main"]
@@ -51,6 +50,8 @@ class ServeOptions:
 @report_errors
 def _hydra_main(cfg: DictConfig) -> None:
     """Hydra entry point."""
+    from ftlab.serving.server import serve  # FastAPI and LitServe: only when serving, not whenever Hydra starts
+
     options: Any = command_options(cfg, ServeOptions, "serve")
     serve(options.ckpt_path, options.host, options.port, options.serve, options.log_level)
 
