@@ -5,9 +5,9 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: install fashion-mnist train demo test test-full lint bench tensorboard docs clean
+.PHONY: install fashion-mnist browser train demo test test-full lint bench tensorboard docs clean
 
-install: $(STAMP) fashion-mnist
+install: $(STAMP) fashion-mnist browser
 
 # Re-installs only when the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt
@@ -27,6 +27,18 @@ fashion-mnist:
 	    || echo "note: apt-get could not install dataset-fashion-mnist; data=fashion_mnist will download"; \
 	  else \
 	    echo "note: dataset-fashion-mnist not installed (needs root: sudo apt-get install dataset-fashion-mnist)"; \
+	  fi; }
+
+# Debian's Chromium and its driver, for the page test of ftlab.serve (tests/serve/test_page.py): installed
+# where we are root with apt-get; elsewhere a note (the test then skips, saying why).
+browser:
+	@command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    $(APT_GET) install chromium chromium-driver >/dev/null 2>&1 \
+	    || { $(APT_GET) update >/dev/null 2>&1 && $(APT_GET) install chromium chromium-driver >/dev/null 2>&1; } \
+	    || echo "note: apt-get could not install chromium chromium-driver; the page test will skip"; \
+	  else \
+	    echo "note: chromium-driver not installed (needs root: sudo apt-get install chromium chromium-driver)"; \
 	  fi; }
 
 train: install

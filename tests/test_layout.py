@@ -20,11 +20,11 @@ LAYERS = [
     {"models"},
     {"features"},
     {"inference", "loggers", "runs"},
-    {"callbacks"},
+    {"callbacks", "serving"},
     {"benchmark", "training"},
     {"cli"},
 ]
-ALIASES = {"train", "prepare", "predict", "eval", "export", "report", "bench", "audit"}
+ALIASES = {"train", "prepare", "predict", "eval", "export", "report", "bench", "audit", "serve"}
 
 
 def _package(module: str) -> str:

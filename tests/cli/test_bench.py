@@ -57,3 +57,22 @@ def test_main_job_bench_runs_the_real_command_on_staged_assets(tmp_path):
     )
     assert data["whole_network_vs_main"] == pytest.approx(base["wall_s"] / main["wall_s"])
     assert not any(home.iterdir())  # the user's torch cache was never touched
+
+
+@pytest.mark.slow
+def test_serve_bench_reports_consistent_figures(smoke_run, tmp_path):
+    """A shortened `--serve` run (4 clients, 3 s) on the smoke checkpoint: no errors, a clean SIGTERM exit,
+    req/s = requests / seconds, ordered percentiles, the ratio over predict's mean throughput."""
+    ckpt = smoke_run / "checkpoints" / "best.ckpt"
+    args = ["--serve", f"--serve-ckpt={ckpt}", "--serve-clients=4", "--serve-seconds=3", "--serve-images=8"]
+    args += ["--json", str(tmp_path / "serve.json")]
+    result = run_cli("ftlab.bench", args, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "serve.json").read_text())
+    load = data["serve"]
+    assert load["errors"] == 0 and load["requests"] > 0 and data["server_exit_status"] == 0
+    assert load["req_s"] == pytest.approx(load["requests"] / load["seconds"])
+    assert 0 < load["p50_ms"] <= load["p95_ms"] <= load["p99_ms"]
+    assert data["predict_img_s"] == pytest.approx(sum(data["predict_img_s_before_after"]) / 2)
+    assert data["serve_vs_predict"] == pytest.approx(load["req_s"] / data["predict_img_s"])
+    assert "ftlab bench --serve" in result.stdout

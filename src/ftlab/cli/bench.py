@@ -1,8 +1,9 @@
-"""`python -m ftlab.bench [--quick] [--json PATH] [--main-job ...]`: ftlab against a hand-written PyTorch
-loop, the feature cache against no cache (end to end and per epoch), and with --main-job the real main
-command on stand-in assets against the whole-network schedule, measured in one process. `--exports
-ckpt_path=<ckpt>` measures instead each export format's val accuracy and CPU latency beside the
-checkpoint's."""
+"""`python -m ftlab.bench [--quick] [--json PATH] [--main-job ...] [--serve ...] [--exports ...]`: ftlab
+against a hand-written PyTorch loop, the feature cache against no cache (end to end and per epoch), and with
+--main-job the real main command on stand-in assets against the whole-network schedule, measured in one
+process. --serve measures instead `python -m ftlab.serve` under a bounded load beside ftlab.predict's batched
+throughput on the same images; `--exports ckpt_path=<ckpt>` each export format's val accuracy and CPU latency
+beside the checkpoint's."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rich.table import Table
 from ftlab.benchmark.exports import ExportsOptions, exports_benchmark, exports_table
 from ftlab.benchmark.main_job import MainJobOptions
 from ftlab.benchmark.report import render, write_json
+from ftlab.benchmark.serve import ServeBenchOptions, render_serve, serve_benchmark
 from ftlab.benchmark.suite import run
 from ftlab.errors import report_errors
 
@@ -51,6 +53,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="only the export formats: ckpt_path=<ckpt> [calibration_images=128 repeats=20 out_dir=<folder>]",
     )
+    served = parser.add_argument_group("serving (python -m ftlab.serve under load; replaces the other parts)")
+    served.add_argument("--serve", action="store_true", help="only the serving benchmark")
+    served.add_argument(
+        "--serve-ckpt", metavar="PATH", help="checkpoint to serve (default: train a tiny run)"
+    )
+    served.add_argument("--serve-clients", type=int, default=32, help="concurrent clients (default 32)")
+    served.add_argument("--serve-seconds", type=float, default=20.0, help="length of the load (default 20)")
+    served.add_argument("--serve-images", type=int, default=64, help="distinct image files (default 64)")
+    served.add_argument(
+        "--serve-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="server option, e.g. serve.max_batch_size=32",
+    )
     return parser.parse_args(argv)
 
 
@@ -61,6 +78,19 @@ def main(argv: list[str] | None = None, report: Callable[[Table], None] | None =
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.exports:
         return _exports(args, report or Console(width=120).print)
+    if args.serve:
+        options = ServeBenchOptions(
+            ckpt_path=args.serve_ckpt,
+            clients=args.serve_clients,
+            seconds=args.serve_seconds,
+            images=args.serve_images,
+            serve_overrides=list(args.serve_override),
+        )
+        served = serve_benchmark(options)
+        (report or Console(width=120).print)(render_serve(served))
+        if args.json:
+            write_json(served, args.json)
+        return served
     main_job = None
     if args.main_job or args.main_job_only:
         main_job = MainJobOptions(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,11 +41,11 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
 FAST_DECODES = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "L")}
 
 
-def _fast_decode(path: Path, header: Image.Image) -> torch.Tensor | None:
+def _fast_decode(path: Path | bytes, header: Image.Image) -> torch.Tensor | None:
     """uint8 (3, H, W) from torchvision.io with EXIF orientation applied, or None to let PIL decode."""
     if (header.format, header.mode) not in FAST_DECODES or header.info.get("transparency") is not None:
         return None
-    data = path.read_bytes()
+    data = path if isinstance(path, bytes) else path.read_bytes()
     if header.format == "PNG" and _png_bit_depth(data) != 8:
         return None  # PIL opens 16-bit RGB PNGs as mode RGB; torchvision would return uint16
     try:
@@ -60,20 +61,22 @@ def _png_bit_depth(data: bytes) -> int:
     return data[24] if len(data) > 24 else 8
 
 
-def load_rgb(path: str | Path) -> torch.Tensor:
-    """Read an image file as uint8 (3, H, W) RGB, upright as its EXIF orientation tag says.
+def load_rgb(path: str | Path | bytes) -> torch.Tensor:
+    """Read an image file (or an encoded file's bytes: an upload) as uint8 (3, H, W) RGB, upright as its EXIF
+    orientation tag says.
 
     8-bit JPEG and PNG decode with torchvision.io (which applies the orientation itself); everything else
     (16-bit, CMYK, palette, TIFF, WebP ...) with PIL, whose `ImageOps.exif_transpose` applies it.
     """
     try:
-        with Image.open(path) as img:  # reads the header only
-            fast = _fast_decode(Path(path), img)
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as img:  # the header only
+            fast = _fast_decode(path if isinstance(path, bytes) else Path(path), img)
             if fast is not None:
                 return fast
             array = _rgb_array(ImageOps.exif_transpose(img))
     except IMAGE_ERRORS as err:
-        raise FtlabError(f"Cannot read image {path}: {err}. Remove or replace the file.") from err
+        name = "(uploaded bytes)" if isinstance(path, bytes) else path
+        raise FtlabError(f"Cannot read image {name}: {err}. Remove or replace the file.") from err
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -16,6 +17,7 @@ from ftlab.data.images import IMAGE_EXTENSIONS, load_rgb
 from ftlab.data.transforms import preprocess, resize_and_crop
 from ftlab.errors import FtlabError
 from ftlab.inference.checkpoint import TrainedModel
+from ftlab.inference.exported import Model
 from ftlab.inference.gradcam import Explainer, overlay, save_png
 from ftlab.inference.tta import tta_mean
 from ftlab.models.multilabel import predicted_labels
@@ -88,12 +90,38 @@ class Prediction:
             shown.insert(0, "[" + ",".join(self.labels) + "]")
         return "  ".join([self.path, *shown])
 
-    def json(self) -> str:
-        """`{"path": ..., "probs": {...}, "top1": ...}` on one line; multi-label:
-        `{"path": ..., "labels": [...], "probs": {...}}`."""
+    def as_dict(self) -> dict[str, Any]:
+        """`{"path", "probs", "top1"}` (+ `"labels"` for a multi-label checkpoint)."""
+        out: dict[str, Any] = {"path": self.path, "probs": self.probs, "top1": self.top1}
         if self.labels is not None:
-            return json.dumps({"path": self.path, "labels": self.labels, "probs": self.probs})
-        return json.dumps({"path": self.path, "probs": self.probs, "top1": self.top1})
+            out["labels"] = self.labels
+        return out
+
+    def json(self) -> str:
+        """`{"path": ..., "probs": {...}, "top1": ...}` on one line (+ `"labels"`: multi-label)."""
+        return json.dumps(self.as_dict())
+
+
+def scores(model: Model, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """What ftlab.predict and ftlab.serve report for preprocessed `images`, (N, classes) on the CPU: class
+    probabilities softmax(logits / T) (T: the calibrated temperature, else 1), or for a multi-label model
+    each label's sigmoid probability. `tta` averages over the views."""
+    return tta_mean(model.probabilities, images, tta)
+
+
+def to_prediction(model: Model, path: str, row: torch.Tensor, top_k: int | None) -> Prediction:
+    """One image's `Prediction` from its row of `scores`: the top_k classes (null: all), most probable
+    first; a multi-label model also lists every label at or above its threshold (in class order)."""
+    k = len(model.class_names) if top_k is None else min(top_k, len(model.class_names))
+    values, order = row.topk(k)
+    names = [model.class_names[int(i)] for i in order]
+    probs = {n: float(v) for n, v in zip(names, values, strict=True)}
+    if not model.multi_label:
+        return Prediction(path, probs)
+    chosen = predicted_labels(row[None], model.thresholds)[0]
+    return Prediction(
+        path, probs, [n for n, on in zip(model.class_names, chosen.tolist(), strict=True) if on]
+    )
 
 
 def predict(
@@ -106,7 +134,6 @@ def predict(
 ) -> Iterator[Prediction | tuple[str, str]]:
     """Predictions in input order (calibrated when the checkpoint holds a temperature); (path, error) for a
     file that cannot be read."""
-    k = len(model.class_names) if top_k is None else min(top_k, len(model.class_names))
     files = FileImages(paths, list(range(len(paths))), partial(preprocess, prep=model.preprocessing))
     loader = DataLoader(
         TolerantFiles(files),
@@ -117,19 +144,20 @@ def predict(
     for batch in loader:
         good = [(idx, image) for idx, image, _ in batch if image is not None]
         images = torch.stack([image for _, image in good]) if good else None
-        probs = tta_mean(model.probabilities, images, tta) if images is not None else None  # tta= hook
+        probs = scores(model, images, tta) if images is not None else None  # tta= hook
         rows = {idx: row for (idx, _), row in zip(good, probs if probs is not None else [], strict=True)}
         for idx, _, error in batch:
             if error is not None:
                 yield paths[idx], error
                 continue
-            values, order = rows[idx].topk(k)
-            names = [model.class_names[int(i)] for i in order]
-            labels = None
-            if model.multi_label:
-                chosen = predicted_labels(rows[idx][None], model.thresholds)[0]
-                labels = [name for name, on in zip(model.class_names, chosen.tolist(), strict=True) if on]
-            yield Prediction(paths[idx], {n: float(v) for n, v in zip(names, values, strict=True)}, labels)
+            yield to_prediction(model, paths[idx], rows[idx], top_k)
+
+
+def gradcam_overlays(explainer: Explainer, images: torch.Tensor, shown: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) Grad-CAM overlays for the predicted class of each preprocessed image in `images`,
+    drawn over `shown` (the same images resized and cropped, uint8)."""
+    cams = explainer.maps(images)
+    return torch.stack([overlay(image, cam) for image, cam in zip(shown, cams, strict=True)])
 
 
 def explain(model: TrainedModel, paths: list[str], out_dir: str | Path) -> list[Path]:
@@ -152,8 +180,8 @@ def explain(model: TrainedModel, paths: list[str], out_dir: str | Path) -> list[
         used.add(name)
         shown = resize_and_crop(raw, model.preprocessing)
         if not model.multi_label:
-            cam = explainer.maps(images)[0]
-            written.append(save_png(overlay(shown, cam), folder / f"{name}.gradcam.png"))
+            drawn = gradcam_overlays(explainer, images, shown[None])[0]
+            written.append(save_png(drawn, folder / f"{name}.gradcam.png"))
             continue
         probs = model.probabilities(images)
         chosen = torch.nonzero(predicted_labels(probs, model.thresholds)[0]).flatten().tolist()
