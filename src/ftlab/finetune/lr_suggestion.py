@@ -4,12 +4,13 @@ callback that runs the test during training is `callbacks/lr_finder.py::LRFinder
 Rules (`finetune.lr_find_rule`), each applied to the usable part of the curve (`usable_curve`: smoothed
 without lag, cut where the loss diverges):
 
+- `steepest` (the default, measured best on the recipes proxy: docs/recipes.md): the LR where the loss falls
+  fastest per decade of LR.
 - `valley`: the longest descending stretch of the curve (the longest chain of ever lower losses, each step
   down larger than the noise, bumps skipped), and the LR halfway along it in log scale: inside the descent,
   well before its bottom, where the loss is about to blow up.
 - `min_div10`: a tenth of the LR of the lowest loss (the LR of the minimum is already too high to train
   with; a decade lower is the classic safe choice).
-- `steepest`: the LR where the loss falls fastest per decade of LR.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 DIVERGE = 4.0  # the curve ends where the smoothed loss exceeds DIVERGE x its minimum so far
-RULES = ("valley", "min_div10", "steepest")  # what `finetune.lr_find_rule` accepts
-DEFAULT_RULE = "valley"  # measured best on the recipes proxy (docs/recipes.md, "LR finder")
+RULES = ("steepest", "valley", "min_div10")  # what `finetune.lr_find_rule` accepts
+DEFAULT_RULE = "steepest"  # measured best on the recipes proxy (docs/recipes.md, "LR finder: which rule")
 HALF_WIDTH = 5  # points each side of the centred average the rules read (a quarter decade at 20 a decade)
 NOISE_MARGIN = 2.0  # a step of the valley must fall by more than this many times the smoothed noise
 VALLEY_AT = 0.5  # where in the valley the suggestion sits: 0 = its start (low LR), 1 = its bottom

@@ -28,7 +28,7 @@ class FinetuneSettings:
     strategy: str = "???"  # the schedule: set by each strategy (finetune=<name> picks one with its keys)
     bn: str = "auto"  # auto (pretrained: all_frozen, random init: frozen) | frozen | train | all_frozen
     lr_find: bool = False  # LR range test at epoch 0 and each unfreeze; its suggestion sets the phase lr_mult
-    lr_find_rule: str = DEFAULT_RULE  # how lr_find picks from the curve: valley | min_div10 | steepest
+    lr_find_rule: str = DEFAULT_RULE  # how lr_find picks from the curve: steepest | valley | min_div10
 
     def __post_init__(self) -> None:
         own = registered_name(type(self))
