@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomS
 
 from ftlab.data.batches import FeatureBatch
 from ftlab.data.sampling import BalancedSampler, epoch_seed
-from ftlab.finetune.lr_suggestion import suggest, sweep
+from ftlab.finetune.lr_suggestion import DEFAULT_RULE, suggest, sweep
 from ftlab.finetune.param_groups import HEAD
 from ftlab.finetune.phases import Schedule
 
@@ -57,8 +57,8 @@ def curve_image(mults: np.ndarray, losses: list[float], chosen: float, title: st
 
 
 class LRFinderCallback(Callback):
-    """LR range test per phase of the schedule; the suggestion (the pure rule
-    `ftlab.finetune.lr_suggestion.suggest`) replaces the phase's `lr_mult`.
+    """LR range test per phase of the schedule; the suggestion (`rule`, one of the pure rules of
+    `ftlab.finetune.lr_suggestion`, `finetune.lr_find_rule`) replaces the phase's `lr_mult`.
 
     At the first epoch of each phase, `steps` optimizer steps sweep the phase's LR multiplier from `low` to
     `high` (log scale) over shuffled training batches (class-balanced draws under `data.sampler=balanced`);
@@ -75,8 +75,15 @@ class LRFinderCallback(Callback):
     non-finite micro-batch loss ends its step early, without an optimizer step, and is recorded as is.
     """
 
-    def __init__(self, schedule: Schedule, steps: int = 100, low: float = 1e-3, high: float = 100.0) -> None:
-        self.schedule, self.steps, self.low, self.high = schedule, steps, low, high
+    def __init__(
+        self,
+        schedule: Schedule,
+        steps: int = 100,
+        low: float = 1e-3,
+        high: float = 100.0,
+        rule: str = DEFAULT_RULE,
+    ) -> None:
+        self.schedule, self.steps, self.low, self.high, self.rule = schedule, steps, low, high, rule
         self.choices: dict[int, float] = {}
         self.curves: dict[int, list[float]] = {}  # this process's range-test losses per phase (not saved)
         self.tests_run = 0
@@ -95,14 +102,14 @@ class LRFinderCallback(Callback):
             return
         mults = sweep(self.low, self.high, self.steps)
         losses = self.curves[index] = self.range_test(trainer, pl_module, index, mults)
-        value = suggest(mults, np.array(losses)) if trainer.is_global_zero else 0.0
+        value = suggest(mults, np.array(losses), self.rule) if trainer.is_global_zero else 0.0
         value = float(trainer.strategy.broadcast(value, src=0))
         if not np.isfinite(value):
             log.warning("lr_find: phase %d: no usable loss curve; lr_mult stays as configured", index)
             return
         self.choices[index] = value
         self._apply()
-        log.info("lr_find: phase %d (epoch %d): lr_mult %.3g", index, epoch, value)
+        log.info("lr_find: phase %d (epoch %d): lr_mult %.3g (rule %s)", index, epoch, value, self.rule)
         for logger in trainer.loggers:
             logger.log_metrics({f"lr_find/phase{index}_lr_mult": value}, step=trainer.global_step)
             if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:

@@ -48,6 +48,25 @@ def resolve_bn(policy: str, pretrained: bool) -> tuple[str, str]:
     return "frozen", "auto: random init, the training stages learn their BatchNorm statistics"
 
 
+RANDOM_INIT_BN_MOMENTUM = 0.1  # PyTorch's BatchNorm default: running statistics that keep up with a new net
+
+
+def resolve_bn_momentum(policy: str, pretrained: bool, momentum: float | None) -> tuple[float | None, str]:
+    """The BatchNorm momentum to give every BatchNorm layer (None: keep the model's own) and why.
+
+    `model.bn_momentum` wins when set. Otherwise `finetune.bn=auto` gives a random init PyTorch's 0.1: some
+    builders carry a checkpoint's TF-style 0.01 (MobileNetV3's, EfficientNet-Lite's port) into a random init
+    too, and with 0.01 the running statistics trail weights that move fast from scratch, so eval-mode
+    accuracy sits at chance for epochs while the training batches look fine. Pretrained weights, and any
+    explicit `finetune.bn`, keep the model's own momentum.
+    """
+    if momentum is not None:
+        return momentum, "model.bn_momentum"
+    if policy == "auto" and not pretrained:
+        return RANDOM_INIT_BN_MOMENTUM, "auto: random init, PyTorch's default so the statistics keep up"
+    return None, "the model's own"
+
+
 class Schedule:
     """The phases of a run and what follows from the epoch alone: `requires_grad`, modes, LR factors.
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from ftlab.config.registry import register, registered, registered_name
 from ftlab.errors import FtlabError, did_you_mean
+from ftlab.finetune.lr_suggestion import DEFAULT_RULE, RULES
 from ftlab.finetune.param_groups import HEAD
 from ftlab.finetune.phases import BN_CHOICES, Phase
 
@@ -27,6 +28,7 @@ class FinetuneSettings:
     strategy: str = "???"  # the schedule: set by each strategy (finetune=<name> picks one with its keys)
     bn: str = "auto"  # auto (pretrained: all_frozen, random init: frozen) | frozen | train | all_frozen
     lr_find: bool = False  # LR range test at epoch 0 and each unfreeze; its suggestion sets the phase lr_mult
+    lr_find_rule: str = DEFAULT_RULE  # how lr_find picks from the curve: steepest | valley | min_div10
 
     def __post_init__(self) -> None:
         own = registered_name(type(self))
@@ -41,6 +43,12 @@ class FinetuneSettings:
             raise FtlabError(
                 f"finetune.bn={self.bn!r} is not a BatchNorm policy.{did_you_mean(self.bn, BN_CHOICES)} "
                 f"Choose one of {', '.join(BN_CHOICES)}."
+            )
+        if self.lr_find_rule not in RULES:
+            raise FtlabError(
+                f"finetune.lr_find_rule={self.lr_find_rule!r} is not an LR finder rule."
+                f"{did_you_mean(self.lr_find_rule, RULES)} Choose one of {', '.join(RULES)} (docs/recipes.md "
+                "compares them)."
             )
         warmup = getattr(self, "warmup_epochs", 0.0)
         if warmup < 0:

@@ -31,7 +31,7 @@ def recipe_callbacks(settings: TrainSettings, schedule: Schedule) -> list[Callba
             )
         )
     if settings.finetune.lr_find:
-        callbacks.append(LRFinderCallback(schedule))
+        callbacks.append(LRFinderCallback(schedule, rule=settings.finetune.lr_find_rule))
     if settings.ema.decay is not None:
         callbacks.append(EMA(decay=settings.ema.decay, warmup=settings.ema.warmup))
     budget = settings.time_budget_s

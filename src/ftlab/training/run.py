@@ -24,7 +24,7 @@ from ftlab.callbacks.summary import EpochSummary, ModelSummary
 from ftlab.data import ImageDataModule, build_datamodule
 from ftlab.errors import FtlabError, verbose_enabled
 from ftlab.features import attach_feature_cache
-from ftlab.finetune.phases import resolve_bn
+from ftlab.finetune.phases import resolve_bn, resolve_bn_momentum
 from ftlab.finetune.strategies import FinetuneSettings
 from ftlab.inference.checkpoint import require_same_classes
 from ftlab.models import preflight
@@ -114,18 +114,31 @@ def build_module(settings: TrainSettings, class_names: list[str], multi_label: b
         optimizer=instantiate(optimizer) if optimizer and "_target_" in optimizer else None,
         scheduler=instantiate(factory) if factory is not None else None,
     )
-    if settings.model.bn_momentum is not None:
-        set_bn_momentum(module.net, settings.model.bn_momentum)
+    momentum, _ = resolve_bn_momentum(settings.finetune.bn, _pretrained(settings), settings.model.bn_momentum)
+    if momentum is not None:
+        set_bn_momentum(module.net, momentum)
     return module
 
 
+def _pretrained(settings: TrainSettings) -> bool:
+    """Whether `model.weights` names weights (null, or the strings none/null, mean a random init)."""
+    weights = settings.model.weights
+    return weights is not None and str(weights).lower() not in ("none", "null")
+
+
 def build_schedule(
-    finetune: FinetuneSettings, stage_names: list[str], pretrained: bool = False
+    finetune: FinetuneSettings,
+    stage_names: list[str],
+    pretrained: bool = False,
+    bn_momentum: float | None = None,
 ) -> ScheduleCallback:
     """The schedule callback from the strategy's settings and the stages; `pretrained` resolves
-    `finetune.bn=auto` (logged)."""
+    `finetune.bn=auto`, logged with the BatchNorm momentum `build_module` gave (`bn_momentum`:
+    `model.bn_momentum`)."""
     bn, why = resolve_bn(finetune.bn, pretrained)
-    log.info("BatchNorm policy: %s (%s)", bn, why)
+    momentum, because = resolve_bn_momentum(finetune.bn, pretrained, bn_momentum)
+    shown = "as built" if momentum is None else f"{momentum:g}"
+    log.info("BatchNorm policy: %s (%s); momentum %s (%s)", bn, why, shown, because)
     return ScheduleCallback(finetune.to_phases(stage_names), bn=bn, warmup_epochs=finetune.warmup)
 
 
@@ -216,7 +229,9 @@ def run(settings: TrainSettings) -> tuple[dict[str, float], dict[str, Any]]:
     if multi_label and settings.calibrate:
         raise FtlabError(CALIBRATE_MULTI_LABEL)
     module = build_module(settings, source.classes, multi_label)
-    schedule = build_schedule(settings.finetune, module.trainable_stage_names, model.weights is not None)
+    schedule = build_schedule(
+        settings.finetune, module.trainable_stage_names, _pretrained(settings), model.bn_momentum
+    )
     trainer_cfg = settings.trainer_options
     warn_unreached_phases(schedule, trainer_cfg.get("max_epochs"))
     datamodule = build_datamodule(settings.data, source, module.preprocessing, seed=settings.seed)
