@@ -24,7 +24,7 @@ def test_bad_options_stop_with_one_paragraph(ckpt: Path, tmp_path: Path):
             cwd=tmp_path,
         )
     expected = [
-        "no such checkpoint file",
+        "no such file",
         f"port={port} on 127.0.0.1 is in use",
         "host='example.org'",
         "serve.max_batch_size=0: give a positive number",
