@@ -69,7 +69,8 @@ def main() -> None:
         print(f"| {fold} | " + " | ".join(cells) + " |")
 
     def spread(values: list[float], sign: str = "") -> str:
-        return f"{statistics.mean(values):{sign}.3f} ± {statistics.stdev(values):.3f}"
+        std = f"{statistics.stdev(values):.3f}" if len(values) > 1 else "-"
+        return f"{statistics.mean(values):{sign}.3f} ± {std}"
 
     means = [spread([table[r][f] for f in folds]) for r in recipes]
     if diffs:
