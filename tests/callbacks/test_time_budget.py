@@ -115,10 +115,10 @@ def test_budgeted_run_ends_in_budget_with_cosine_finished_and_phases_scaled(
     compose_cfg: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A schedule written for 100 epochs (a phase from epoch 50, a per-epoch cosine over trainer.max_epochs)
-    in a 6-second budget: both are re-planned, and every epoch's LR is torch's CosineAnnealingLR over the
+    in a 4-second budget: both are re-planned, and every epoch's LR is torch's CosineAnnealingLR over the
     planned epochs, finished at eta_min (a cut cosine would end far above it)."""
     extra = ["finetune=custom", PHASES, "trainer.max_epochs=100", "scheduler=cosine"]
-    extra += ["trainer.time_budget=6s"]
+    extra += ["trainer.time_budget=4s"]
     budget, record, line = _budgeted(compose_cfg, extra, caplog)
     epochs = budget.plan.epochs
     assert 1 <= epochs < 100

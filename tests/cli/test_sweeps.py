@@ -315,12 +315,12 @@ def test_pruned_search_killed_and_run_again_records_pruned_trials(tmp_path: Path
     args += ["+callbacks.kill._target_=tests.cli.test_sweeps.KillOnceAtJob", "+callbacks.kill.job=3"]
     args += [f"+callbacks.kill.marker={tmp_path / 'killed'}"]
     env = offline_env(PYTHONPATH=os.pathsep.join([os.environ.get("PYTHONPATH", ""), str(REPO)]))
-    first = run_cli("ftlab.train", args, cwd=tmp_path, env=env)
+    first = run_cli("ftlab.train", args, cwd=tmp_path, env=env, timeout=1800)
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     before = optuna.load_study(study_name="pruned", storage=storage).trials
     assert before[-1].state.name == "RUNNING" and len(before) == 4
 
-    again = run_cli("ftlab.train", args, cwd=tmp_path, env=env)
+    again = run_cli("ftlab.train", args, cwd=tmp_path, env=env, timeout=1800)
     assert again.returncode == 0, again.stderr[-3000:]
     trials = optuna.load_study(study_name="pruned", storage=storage).trials
     states = [t.state.name for t in trials]
