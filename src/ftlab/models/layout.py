@@ -41,7 +41,8 @@ _PREFIXES = (
 
 MEASURED_ON = "python -m ftlab.bench --layout, AMD EPYC (2 cores, AVX512-BF16), 2026-12-03"
 
-# (family, device kind, dtype) -> NCHW seconds / NHWC seconds per training step, from MEASURED_ON
+# (family, device kind, dtype) -> NCHW seconds / NHWC seconds per training step, from MEASURED_ON. Empty until
+# that run completes on a quiet machine (docs/guide/speed.md, "Status of the table"): every CPU run is NCHW.
 MEASURED: dict[tuple[str, str, str], float] = {}
 
 
