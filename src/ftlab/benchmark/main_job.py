@@ -273,11 +273,12 @@ def main_job_benchmark(opts: MainJobOptions, device: torch.device) -> dict[str, 
             result["main_job_forward_equivalents_cpu_time"] = main["cpu_s"] * cpu_img_s
         flop_rates(result, device)
         for name, overrides in opts.variants.items():  # after the main arm, same staged assets and unit
-            arm = run_arm(folder, data, torch_home, f"variant_{name}", sizes + epochs + overrides)
-            arm["forward_equivalents"] = arm["wall_s"] * img_s
-            if "resnet18_infer_img_per_cpu_s" in result:
-                arm["forward_equivalents_cpu_time"] = arm["cpu_s"] * result["resnet18_infer_img_per_cpu_s"]
-            result.setdefault("variants", {})[name] = arm
+            variant = run_arm(folder, data, torch_home, f"variant_{name}", sizes + epochs + overrides)
+            variant["forward_equivalents"] = variant["wall_s"] * img_s
+            per_cpu_s = result.get("resnet18_infer_img_per_cpu_s")
+            if per_cpu_s is not None:
+                variant["forward_equivalents_cpu_time"] = variant["cpu_s"] * per_cpu_s
+            result.setdefault("variants", {})[name] = variant
         if opts.baseline:
             base_epochs = opts.baseline_epochs if opts.baseline_epochs is not None else opts.epochs
             more = [f"trainer.max_epochs={base_epochs}"] if base_epochs is not None else []
