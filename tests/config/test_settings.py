@@ -125,7 +125,7 @@ def test_main_job_is_the_documented_one(compose_cfg):
 def test_defaults_come_from_the_settings_type(compose_cfg):
     settings = load_settings(compose_cfg(["finetune=gradual", "finetune.every=2"]))
     assert settings.finetune == Gradual(every=2)  # every other key: the dataclass default
-    assert settings.param_groups.backbone_lr_mult == 0.1 and settings.runtime.channels_last is False
+    assert settings.param_groups.backbone_lr_mult == 0.1 and settings.runtime.channels_last == "auto"
 
 
 def test_trainer_presets_instantiate(compose_cfg):
@@ -263,7 +263,7 @@ def test_gpu_presets_turn_channels_last_on_in_runtime(compose_cfg):
         assert "compile" not in settings.trainer
     settings = load_settings(compose_cfg(["trainer=bf16", "runtime.channels_last=false"]))
     assert settings.runtime.channels_last is False
-    assert load_settings(compose_cfg(["trainer=cpu"])).runtime.channels_last is False
+    assert load_settings(compose_cfg(["trainer=cpu"])).runtime.channels_last == "auto"
 
 
 def test_runtime_compile_options(compose_cfg):

@@ -28,7 +28,7 @@ def _first_conv(compose_cfg, overrides: list[str]) -> dict:
 @pytest.mark.parametrize(
     ("overrides", "dtype", "channels_last"),
     [
-        ([], torch.float32, False),
+        (["runtime.channels_last=false"], torch.float32, False),
         (["trainer.precision=bf16-mixed", "runtime.channels_last=true"], torch.bfloat16, True),
     ],
 )
@@ -42,9 +42,12 @@ def test_cpu_precision_and_memory_format_reach_the_network(compose_cfg, override
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize(
-    ("preset", "dtype"), [("gpu", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
+    ("preset", "dtype"), [("gpu", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
 )
 def test_gpu_presets_autocast_dtype_and_channels_last(compose_cfg, preset, dtype):
+    """`trainer=gpu` keeps the default `precision=auto`: bf16 autocast on a GPU that computes bf16."""
+    if dtype is None:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
     tiny = [a for a in TINY if a != "trainer=cpu"]
     seen = _first_conv(compose_cfg, [*tiny, f"trainer={preset}"])
     assert seen["device"] == "cuda"

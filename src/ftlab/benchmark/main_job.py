@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ class MainJobOptions:
     baseline: bool = True
     plain_loop: bool | None = None  # None: on CUDA only
     extra: list[str] = field(default_factory=list)  # more overrides for both arms (e.g. trainer=cpu)
+    variants: dict[str, list[str]] = field(default_factory=dict)  # more main-job arms: name -> overrides
 
 
 def stage(folder: Path, train_size: int, val_size: int) -> tuple[Path, Path]:
@@ -61,9 +63,11 @@ def run_arm(folder: Path, data: Path, torch_home: Path, name: str, overrides: li
     ]
     command = [sys.executable, "-m", "ftlab.train", *args]
     env = dict(os.environ, TORCH_HOME=str(torch_home))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     launch = time.time()
     proc = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     end = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0 or not timing.is_file():
         raise FtlabError(
             f"ftlab.bench --main-job: `python -m ftlab.train {' '.join(args)}` failed (exit "
@@ -75,6 +79,7 @@ def run_arm(folder: Path, data: Path, torch_home: Path, name: str, overrides: li
     result = {
         "command": "python -m ftlab.train " + " ".join(args[:1] + list(overrides)),
         "wall_s": wall,
+        "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
         "startup_s": startup,
         "cache_build_s": phases["cache_build_s"],
         "train_epochs_s": phases["train_epochs_s"],
@@ -82,6 +87,7 @@ def run_arm(folder: Path, data: Path, torch_home: Path, name: str, overrides: li
         "epochs": phases["epochs"],
         "val_acc": phases.get("val_acc"),
         "precision": phases.get("precision"),
+        "flops": phases.get("flops", {}),
         "cache_log": [line for line in (proc.stdout + proc.stderr).splitlines() if "feature cache" in line],
     }
     known = startup + phases["cache_build_s"] + phases["train_epochs_s"] + phases["val_epochs_s"]
@@ -90,11 +96,16 @@ def run_arm(folder: Path, data: Path, torch_home: Path, name: str, overrides: li
 
 
 def inference_img_s(
-    device: torch.device, seconds: float = 8.0, channels_last: bool = False, bf16: bool = False
+    device: torch.device,
+    seconds: float = 8.0,
+    channels_last: bool = False,
+    bf16: bool = False,
+    per_cpu_second: bool = False,
 ) -> float:
     """This machine's ResNet-18 inference images/s at 224 px, batch 32, fp32 (the unit of the goal);
     `channels_last=True` measures the same in that memory format and `bf16=True` under bf16 autocast (both
-    reported beside the unit, not instead)."""
+    reported beside the unit, not instead). `per_cpu_second`: images per second of this process's CPU time
+    (a CPU's figure that other processes' load changes much less than wall time)."""
     import torchvision
 
     model = torchvision.models.resnet18(weights=None).to(device).eval()
@@ -109,7 +120,7 @@ def inference_img_s(
         for _ in range(2):
             model(x)
         sync(device)
-        count, start = 0, time.perf_counter()
+        count, start, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds or count < 3:
             model(x)
             count += 1
@@ -117,7 +128,50 @@ def inference_img_s(
                 continue
             sync(device)
         sync(device)
+        if per_cpu_second:
+            return count * 32 / (time.process_time() - cpu)
         return count * 32 / (time.perf_counter() - start)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 3.0, size: int = 2048) -> float:
+    """This device's matrix-multiply FLOP/s in `dtype`: `size` x `size` products for `seconds`, the fastest
+    of 0.25 s windows (the least disturbed by other processes on a shared machine)."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    torch.matmul(a, b)
+    sync(device)
+    flops_each, best = 2.0 * size**3, 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        count, start = 0, time.perf_counter()
+        while count < 2 or time.perf_counter() - start < 0.25:
+            torch.matmul(a, b)
+            count += 1
+            if device.type == "cuda" and count % 10:
+                continue
+            sync(device)
+        sync(device)
+        best = max(best, count * flops_each / (time.perf_counter() - start))
+    return best
+
+
+def flop_rates(result: dict[str, Any], device: torch.device) -> None:
+    """The main job's FLOPs (counted in its run) per second of wall time and of its compute phases (cache
+    build, training, validation), against this device's matmul peaks in fp32 and bf16 measured now."""
+    main = result["main_job"]
+    flops = main.get("flops") or {}
+    total = sum(flops.values())
+    compute_s = main["cache_build_s"] + main["train_epochs_s"] + main["val_epochs_s"]
+    peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
+    result["matmul_peak_flop_s"] = peaks
+    result["main_job_flops"] = flops | {"total": total}
+    result["main_job_flop_s"] = {"wall": total / main["wall_s"], "compute": total / compute_s}
+    dtype = "bf16" if str(main.get("precision")).startswith("bf16") else "fp32"
+    result["main_job_flop_s_vs_peak"] = {
+        "dtype": dtype,
+        "wall": total / main["wall_s"] / peaks[dtype],
+        "compute": total / compute_s / peaks[dtype],
+    }
 
 
 def plain_loop(
@@ -213,6 +267,18 @@ def main_job_benchmark(opts: MainJobOptions, device: torch.device) -> dict[str, 
                 device, channels_last=True, bf16=True
             )
         result["main_job_forward_equivalents"] = main["wall_s"] * img_s
+        if device.type == "cpu":  # the same count in CPU time: robust to other processes sharing the cores
+            cpu_img_s = inference_img_s(device, per_cpu_second=True)
+            result["resnet18_infer_img_per_cpu_s"] = cpu_img_s
+            result["main_job_forward_equivalents_cpu_time"] = main["cpu_s"] * cpu_img_s
+        flop_rates(result, device)
+        for name, overrides in opts.variants.items():  # after the main arm, same staged assets and unit
+            variant = run_arm(folder, data, torch_home, f"variant_{name}", sizes + epochs + overrides)
+            variant["forward_equivalents"] = variant["wall_s"] * img_s
+            per_cpu_s = result.get("resnet18_infer_img_per_cpu_s")
+            if per_cpu_s is not None:
+                variant["forward_equivalents_cpu_time"] = variant["cpu_s"] * per_cpu_s
+            result.setdefault("variants", {})[name] = variant
         if opts.baseline:
             base_epochs = opts.baseline_epochs if opts.baseline_epochs is not None else opts.epochs
             more = [f"trainer.max_epochs={base_epochs}"] if base_epochs is not None else []

@@ -40,6 +40,19 @@ def render(result: dict[str, Any]) -> Table:
             "preprocess img/s (CPU per image / device batched)",
             f"{pipe['cpu_per_image']:.0f} / {pipe['device_batched']:.0f}",
         )
+    if "layout" in result:
+        opts = result["layout"]["options"]
+        for family, entry in result["layout"]["families"].items():
+            cells = []
+            for dtype in ("fp32", "bf16"):
+                e = entry[dtype]
+                choice = "NHWC" if e["channels_last"] else "NCHW"
+                cells.append(f"{dtype} {e['nchw_s']:.3f} / {e['nhwc_s']:.3f} s = {e['ratio']:.2f}x {choice}")
+            table.add_row(
+                f"{family} ({entry['model']}) train step NCHW / NHWC, batch {opts['batch_size']} at "
+                f"{opts['image_size']} px",
+                "; ".join(cells),
+            )
     if "main_job_s" in result:
         main = result["main_job"]
         table.add_row(
@@ -64,6 +77,48 @@ def render(result: dict[str, Any]) -> Table:
             )
         table.add_row(
             "main job, ResNet-18 forward-image equivalents", f"{result['main_job_forward_equivalents']:,.0f}"
+        )
+        if "main_job_forward_equivalents_cpu_time" in result:
+            table.add_row(
+                f"  the same in CPU time ({main['cpu_s']:.0f} CPU s x "
+                f"{result['resnet18_infer_img_per_cpu_s']:.1f} img per CPU s)",
+                f"{result['main_job_forward_equivalents_cpu_time']:,.0f}",
+            )
+    if "main_job_flop_s" in result:
+        rate, vs, peaks = (
+            result["main_job_flop_s"],
+            result["main_job_flop_s_vs_peak"],
+            result["matmul_peak_flop_s"],
+        )
+        table.add_row(
+            "main job TFLOP counted (FlopCounterMode)", f"{result['main_job_flops']['total'] / 1e12:.2f}"
+        )
+        table.add_row(
+            "main job GFLOP/s, wall / cache+train+val",
+            f"{rate['wall'] / 1e9:.0f} / {rate['compute'] / 1e9:.0f}",
+        )
+        table.add_row(
+            "matmul peak GFLOP/s fp32 / bf16 (same run)",
+            f"{peaks['fp32'] / 1e9:.0f} / {peaks['bf16'] / 1e9:.0f}",
+        )
+        table.add_row(
+            f"main job vs {vs['dtype']} peak, wall / cache+train+val",
+            f"{vs['wall']:.1%} / {vs['compute']:.1%}",
+        )
+    for name, arm in result.get("variants", {}).items():
+        table.add_row(
+            f"variant {name}: wall s (start-up / cache / train / val / other), equivalents",
+            f"{arm['wall_s']:.1f} ("
+            + " / ".join(
+                f"{arm[k]:.1f}"
+                for k in ("startup_s", "cache_build_s", "train_epochs_s", "val_epochs_s", "other_s")
+            )
+            + f"), {arm['forward_equivalents']:,.0f}"
+            + (
+                f" (CPU time: {arm['forward_equivalents_cpu_time']:,.0f})"
+                if "forward_equivalents_cpu_time" in arm
+                else ""
+            ),
         )
     if "whole_network_s" in result:
         base = result["whole_network"]

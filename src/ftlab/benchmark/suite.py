@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ftlab.benchmark.cache import cache_benchmark
+from ftlab.benchmark.layout import LayoutOptions, layout_benchmark
 from ftlab.benchmark.loops import ftlab_loop, hand_loop, pipeline, train_flops_per_image
 from ftlab.benchmark.main_job import MainJobOptions, main_job_benchmark
 from ftlab.benchmark.settings import Settings, device_name, peak_tflops, settings_for
@@ -39,8 +40,10 @@ def run(
     settings: Settings | None = None,
     main_job: MainJobOptions | None = None,
     loops: bool = True,
+    layout: LayoutOptions | None = None,
 ) -> dict[str, Any]:
-    """The throughput and cache measurements (`loops`), then the main job when `main_job` is given."""
+    """The throughput and cache measurements (`loops`), the memory-format table when `layout` is given,
+    then the main job when `main_job` is given."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     s = settings or settings_for(device, quick)
     name = device_name(device)
@@ -52,6 +55,8 @@ def run(
         result["ftlab_vs_hand"] = result["models"][s.models[0]]["ratio"]
         result.update(cache_benchmark(s, device))
         result["pipeline_img_s"] = pipeline(s, device)
+    if layout is not None:
+        result.update(layout_benchmark(layout, device))
     if main_job is not None:
         result.update(main_job_benchmark(main_job, device))
     return result

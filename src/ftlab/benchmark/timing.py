@@ -2,7 +2,11 @@
 
 Added to the real command with `+callbacks.bench_timer._target_=ftlab.benchmark.timing.PhaseTimer
 +callbacks.bench_timer.path=<file>`. It times the DataModule's loader calls (where the feature cache is
-built), validation (sanity check included) and the training epochs, as wall-clock intervals.
+built), validation (sanity check included) and the training epochs, as wall-clock intervals; and the
+floating-point operations of that work (torch's FlopCounterMode: matrix multiplies and convolutions,
+forward and backward): every loader call counted whole, the first training and validation batch of every
+epoch counted and scaled by the images of the epoch (each phase of a schedule is sampled; the other steps
+run uncounted, at full speed).
 """
 
 from __future__ import annotations
@@ -16,6 +20,55 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def batch_size(batch: Any) -> int:
+    """Images in a batch: (images, labels), a FeatureBatch, or anything whose first tensor is batched."""
+    labels = getattr(batch, "labels", None)
+    if isinstance(labels, torch.Tensor):
+        return len(labels)
+    if isinstance(batch, torch.Tensor):
+        return len(batch)
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch_size(batch[0])
+    if isinstance(batch, dict) and batch:
+        return batch_size(next(iter(batch.values())))
+    return 0
+
+
+class FlopTally:
+    """FLOPs per kind of work: whole calls counted, and batches scaled from a counted sample."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.per_image: dict[str, float] = {}
+        self._counter: FlopCounterMode | None = None
+
+    def begin(self) -> bool:
+        """Start counting (False, and nothing started, while another count runs)."""
+        if self._counter is not None:
+            return False
+        self._counter = FlopCounterMode(display=False)
+        self._counter.__enter__()
+        return True
+
+    def end(self) -> float:
+        """Stop counting: the FLOPs since `begin`."""
+        counter, self._counter = self._counter, None
+        if counter is None:
+            return 0.0
+        counter.__exit__(None, None, None)
+        return float(counter.get_total_flops())
+
+    def add(self, kind: str, flops: float) -> None:
+        self.totals[kind] = self.totals.get(kind, 0.0) + flops
+
+    def batch(self, kind: str, images: int, counted: float | None) -> None:
+        """A batch of `images`; `counted`: its own FLOPs (the new sample for `kind`), None: not counted."""
+        if counted is not None and images:
+            self.per_image[kind] = counted / images
+        self.add(kind, self.per_image.get(kind, 0.0) * images)
 
 
 def _sync() -> None:
@@ -31,6 +84,8 @@ class PhaseTimer(Callback):
         self.intervals: list[tuple[str, float, float]] = []
         self.fit_start = 0.0
         self._open: dict[str, float] = {}
+        self.flops = FlopTally()
+        self._sampling: str | None = None
 
     def _begin(self, kind: str) -> None:
         _sync()
@@ -45,9 +100,12 @@ class PhaseTimer(Callback):
         @functools.wraps(fn)
         def wrapper() -> Any:
             self._begin("loaders")
+            counting = self.flops.begin()
             try:
                 return fn()
             finally:
+                if counting:
+                    self.flops.add("cache_build", self.flops.end())
                 self._end("loaders")
 
         return wrapper
@@ -66,6 +124,47 @@ class PhaseTimer(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._end("train_epoch")
+
+    def _batch_start(self, kind: str, batch_idx: int) -> None:
+        if batch_idx == 0 and self.flops.begin():
+            self._sampling = kind
+
+    def _batch_end(self, kind: str, batch: Any) -> None:
+        counted = self.flops.end() if self._sampling == kind else None
+        if self._sampling == kind:
+            self._sampling = None
+        self.flops.batch(kind, batch_size(batch), counted)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch_start("train", batch_idx)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch_end("train", batch)
+
+    def on_validation_batch_start(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._batch_start("val", batch_idx)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._batch_end("val", batch)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._begin("val")
@@ -91,6 +190,7 @@ class PhaseTimer(Callback):
             "val_epochs_s": totals["val"],
             "train_epochs_s": totals["train_epoch"],
             "epochs": sum(1 for k, _, _ in self.intervals if k == "train_epoch"),
+            "flops": dict(self.flops.totals),
             "intervals": self.intervals,
         }
 

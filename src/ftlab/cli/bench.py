@@ -1,9 +1,9 @@
-"""`python -m ftlab.bench [--quick] [--json PATH] [--main-job ...] [--serve ...] [--exports ...]`: ftlab
-against a hand-written PyTorch loop, the feature cache against no cache (end to end and per epoch), and with
---main-job the real main command on stand-in assets against the whole-network schedule, measured in one
+"""`python -m ftlab.bench [--quick] [--json PATH] [--main-job ...] [--serve ...] [--exports ...] [--layout]`:
+ftlab against a hand-written PyTorch loop, the feature cache against no cache (end to end and per epoch), and
+with --main-job the real main command on stand-in assets against the whole-network schedule, measured in one
 process. --serve measures instead `python -m ftlab.serve` under a bounded load beside ftlab.predict's batched
 throughput on the same images; `--exports ckpt_path=<ckpt>` each export format's val accuracy and CPU latency
-beside the checkpoint's."""
+beside the checkpoint's; --layout alone: the NCHW/NHWC table behind runtime.channels_last=auto."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ftlab.benchmark.exports import ExportsOptions, exports_benchmark, exports_table
+from ftlab.benchmark.layout import LayoutOptions
 from ftlab.benchmark.main_job import MainJobOptions
 from ftlab.benchmark.report import render, write_json
 from ftlab.benchmark.serve import ServeBenchOptions, render_serve, serve_benchmark
@@ -28,6 +29,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ftlab.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: about a minute on a 2-core CPU")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--layout",
+        action="store_true",
+        help="only the memory-format table behind runtime.channels_last=auto: a training step of every "
+        "backbone family in NCHW and NHWC, fp32 and bf16 (with --quick: smaller and fewer steps)",
+    )
     job = parser.add_argument_group("main job (python -m ftlab.train +experiment=cats_dogs_cars)")
     job.add_argument("--main-job", action="store_true", help="also run the main job end to end")
     job.add_argument("--main-job-only", action="store_true", help="only the main job (implies --main-job)")
@@ -101,7 +108,11 @@ def main(argv: list[str] | None = None, report: Callable[[Table], None] | None =
             baseline=not args.no_baseline,
             extra=list(args.main_job_override),
         )
-    result = run(args.quick, main_job=main_job, loops=not args.main_job_only)
+    layout = None
+    if args.layout:
+        layout = LayoutOptions(batch_size=16, image_size=96, rounds=2) if args.quick else LayoutOptions()
+    loops = not (args.main_job_only or args.layout)
+    result = run(args.quick, main_job=main_job, loops=loops, layout=layout)
     (report or Console(width=120).print)(render(result))
     if args.json:
         write_json(result, args.json)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,10 +27,12 @@ from ftlab.data.preprocessing import Preprocessing
 from ftlab.errors import FtlabError
 from ftlab.finetune.param_groups import HEAD, ParamGroupsSettings, build_param_groups, stage_lr_multipliers
 from ftlab.models.backbones import build
+from ftlab.models.layout import resolve_channels_last
 from ftlab.models.loss import LossSettings, MultiLabelLoss, dominant_label, loss_weights, positive_weights
 from ftlab.models.multilabel import MultiLabelScores, ScoresAndTargets, tune_thresholds
 from ftlab.models.stages import Stages, run_stages, split
 
+log = logging.getLogger(__name__)
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 Batch = tuple[torch.Tensor, torch.Tensor] | FeatureBatch
@@ -41,10 +44,16 @@ class RuntimeSettings:
     """`runtime`: how the network runs (ftlab's options, not Lightning Trainer arguments)."""
 
     compile: Any = False  # torch.compile the network: false | true | {backend: inductor, mode: max-autotune}
-    channels_last: bool = False  # NHWC memory format for the network and batches (faster on most hardware)
+    channels_last: Any = "auto"  # NHWC: true | false | auto (faster layout for family, device, dtype; logged)
 
     def __post_init__(self) -> None:
         self.compile_options()
+        if self.channels_last not in (True, False, "auto"):
+            raise FtlabError(
+                f"runtime.channels_last={self.channels_last!r}: give true (NHWC), false (NCHW) or auto (the "
+                "layout that measured faster for the backbone's family on the run's device and precision, "
+                "docs/guide/speed.md), e.g. runtime.channels_last=auto."
+            )
 
     def compile_options(self) -> dict[str, Any] | None:
         """Keyword arguments of `Classifier.compile_stages` from `compile`; None when off."""
@@ -114,7 +123,7 @@ class Classifier(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         scheduler_monitor: str | None = None,
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         multi_label: bool = False,
         **flat: Any,
     ) -> None:
@@ -196,13 +205,25 @@ class Classifier(L.LightningModule):
     def _run_network(self, images: torch.Tensor, start: int = 0) -> torch.Tensor:
         return run_stages(self.stages, self.head, images, start)
 
+    @property
+    def channels_last(self) -> bool:
+        """Whether the network and its batches run NHWC: `channels_last=True`, or `auto` resolved at fit
+        start (`models/layout.py`); before a fit, `auto` runs the contiguous layout."""
+        chosen = self.__dict__.get("_layout")
+        return chosen.channels_last if chosen is not None else self.hparams.get("channels_last") is True
+
     def on_fit_start(self) -> None:
-        if self.hparams.get("channels_last"):
+        if self.hparams.get("channels_last") == "auto":
+            precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+            chosen = resolve_channels_last(self.hparams["backbone"], self.device.type, precision)
+            self.__dict__["_layout"] = chosen
+            log.info("runtime.channels_last=auto -> %s for %s", chosen.name, chosen.reason)
+        if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Logits for preprocessed images, or for stage outputs when `start` > 0 (cached features)."""
-        if images.ndim == 4 and self.hparams.get("channels_last"):
+        if images.ndim == 4 and self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         compiled = self.__dict__.get("_compiled")
         return compiled(images, start) if compiled is not None else self._run_network(images, start)

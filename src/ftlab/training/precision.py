@@ -1,4 +1,5 @@
-"""`trainer.precision=auto`: bf16 autocast where the device computes bf16 natively, fp32 everywhere else.
+"""`trainer.precision=auto`, the default of every run (`conf/trainer/default.yaml`; `trainer=cpu` and
+`trainer.precision=32-true` pin fp32): bf16 autocast where the device computes bf16 natively, fp32 elsewhere.
 
 Lightning has no `auto` precision; ftlab resolves it to one of Lightning's values before the Trainer is
 built, from the accelerator the run will use, and logs the choice and the reason. The rule is one for every
