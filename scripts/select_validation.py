@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 TASKS = {
     "tops": "[tshirt_top,pullover,dress,coat,shirt]",
     "footwear_bags": "[sandal,sneaker,ankle_boot,bag]",
@@ -124,16 +126,77 @@ def select(out: Path, seeds: list[int], tasks: list[str]) -> None:
             print(json.dumps(row), flush=True)
 
 
+def report(out: Path) -> str:
+    """Markdown: per task, each candidate's scores and fine-tuned val accuracy (mean over the seeds run),
+    each score's rank correlations with it, the top-ranked candidate's gap to the best, the cost ratio."""
+    from scipy.stats import kendalltau, spearmanr
+
+    tuned: dict[tuple[str, str], list[dict]] = {}
+    for path in sorted(out.glob("finetune-*.jsonl")):
+        for row in _done(path):
+            if row["val_acc"] is not None:
+                tuned.setdefault((row["task"], row["candidate"]), []).append(row)
+    selects = {
+        (path.parent.name.rsplit("-", 1)[0], int(path.parent.name.rsplit("-", 1)[1])): json.loads(
+            path.read_text()
+        )
+        for path in sorted(out.glob("select/*/select.json"))
+    }
+    select_walls = {(r["task"], r["seed"]): r["wall_s"] for p in out.glob("select-*.jsonl") for r in _done(p)}
+    lines = []
+    for (task, seed), selection in sorted(selects.items()):
+        rows = [
+            r for r in selection["results"] if r["status"] == "ranked" and (task, r["candidate"]) in tuned
+        ]
+        lines += [f"### {task} (select seed {seed})", ""]
+        lines += [
+            "| candidate | LogME | kNN acc | probe acc | select s | fine-tuned val acc (runs) | fine-tune s |"
+        ]
+        lines += ["|---|---:|---:|---:|---:|---:|---:|"]
+        accs = {}
+        for r in rows:
+            runs = tuned[(task, r["candidate"])]
+            accs[r["candidate"]] = float(np.mean([x["val_acc"] for x in runs]))
+            wall = np.mean([x["wall_s"] for x in runs])
+            lines.append(
+                f"| {r['candidate']} | {r['logme']:.4f} | {r['knn']:.3f} | {r['probe']:.3f} | "
+                f"{r['seconds']:.0f} | {accs[r['candidate']]:.3f} ({len(runs)}) | {wall:.0f} |"
+            )
+        lines.append("")
+        if len(rows) >= 3:
+            truth = [accs[r["candidate"]] for r in rows]
+            for key in ("logme", "knn", "probe"):
+                values = [r[key] for r in rows]
+                top = max(rows, key=lambda r: r[key])["candidate"]
+                gap = (max(truth) - accs[top]) * 100
+                lines.append(
+                    f"- {key}: Spearman {spearmanr(values, truth).statistic:+.2f}, Kendall "
+                    f"{kendalltau(values, truth).statistic:+.2f}; top-ranked {top}, {gap:.1f} points below "
+                    "the best"
+                )
+        finetune_total = sum(np.mean([x["wall_s"] for x in tuned[(task, r["candidate"])]]) for r in rows)
+        wall = select_walls.get((task, seed))
+        if wall:
+            lines.append(
+                f"- cost: select {wall:.0f} s (whole command) vs fine-tuning every candidate once "
+                f"{finetune_total:.0f} s: {100 * wall / finetune_total:.1f} %"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("step", choices=["finetune", "select"])
+    parser.add_argument("step", choices=["finetune", "select", "report"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/selval"))
     parser.add_argument("--seeds", type=int, nargs="*", default=SEEDS)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--candidates", nargs="*", default=CANDIDATES)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.step == "finetune":
+    if args.step == "report":
+        print(report(args.out))
+    elif args.step == "finetune":
         finetune(args.out, args.seeds, args.tasks, args.candidates)
     else:
         select(args.out, args.seeds, args.tasks)
