@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+import yaml
 
 from ftlab.config.location import config_dir
 from ftlab.config.registry import register
@@ -128,9 +128,9 @@ class Candidate:
 
 def model_option(name: str) -> tuple[str, str | None]:
     """(backbone, weights) of the `model=<name>` option (conf/model/<name>.yaml)."""
-    node = OmegaConf.load(config_dir() / "model" / f"{name}.yaml")
+    node = yaml.safe_load((config_dir() / "model" / f"{name}.yaml").read_text(encoding="utf-8"))
     weights = node.get("weights", "DEFAULT")
-    return str(node.backbone), None if weights is None else str(weights)
+    return str(node["backbone"]), None if weights is None else str(weights)
 
 
 def parse_candidate(spec: str) -> Candidate:
