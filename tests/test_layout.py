@@ -19,12 +19,12 @@ LAYERS = [
     {"finetune"},
     {"models"},
     {"features"},
-    {"inference", "loggers", "runs"},
+    {"inference", "loggers", "runs", "selection"},
     {"callbacks", "serving"},
     {"benchmark", "training"},
     {"cli"},
 ]
-ALIASES = {"train", "prepare", "predict", "eval", "export", "report", "bench", "audit", "serve"}
+ALIASES = {"train", "prepare", "predict", "eval", "export", "report", "bench", "audit", "serve", "select"}
 
 
 def _package(module: str) -> str:

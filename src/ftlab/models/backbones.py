@@ -29,7 +29,7 @@ AUX_LOGIT_MODELS = ("googlenet", "inception_v3")
 class ModelSettings:
     """`model=<name>`: which backbone, with which weights."""
 
-    # any name from ftlab.models.list_models() (torchvision classifiers, efficientnet_lite0)
+    # any name from ftlab.models.list_models() (torchvision classifiers, efficientnet_lite0/1/2)
     backbone: str = "???"
     weights: str | None = "DEFAULT"  # weights enum member, null (random init) or a path to a state dict
     # momentum of every BatchNorm layer, e.g. 0.1; null = what the weights had

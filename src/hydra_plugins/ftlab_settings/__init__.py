@@ -6,5 +6,6 @@ import ftlab.cli.audit  # noqa: F401  (each import registers the command's setti
 import ftlab.cli.eval  # noqa: F401
 import ftlab.cli.export  # noqa: F401
 import ftlab.cli.predict  # noqa: F401
+import ftlab.cli.select  # noqa: F401
 import ftlab.cli.serve  # noqa: F401
 import ftlab.training.settings  # noqa: F401  (every training group's settings)
