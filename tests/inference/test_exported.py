@@ -153,7 +153,7 @@ def test_bench_exports_reports_every_format_beside_the_checkpoint(exported, tmp_
 
     tables = []
     ckpt = exported["checkpoint"]
-    args = ["--exports", f"ckpt_path={ckpt}", "repeats=2", "warmup=1", f"out_dir={tmp_path}"]
+    args = ["--exports", f"ckpt_path={ckpt}", "repeats=2", "warmup=1"]  # files next to the checkpoint
     result = main([*args, "--json", str(tmp_path / "exports.json")], report=tables.append)
     entries = result["exports"]
     assert list(entries) == ["checkpoint", "onnx", "onnx_int8", "torchscript"]
