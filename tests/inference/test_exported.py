@@ -22,7 +22,8 @@ from ftlab.inference.export import export
 from ftlab.inference.exported import ExportedModel, load_model, read_any_record
 from ftlab.models.module import Classifier
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+# slow: exporting three formats costs about 15 s on 2 cores, beyond the default suite's budget
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 TEMPERATURE = 1.7
 EXTRA = {"multi_label": False, "thresholds": [0.25, 0.5, 0.75], "some_later_key": {"a": 1}}
 
@@ -147,13 +148,12 @@ def test_files_without_ftlab_metadata_are_refused(exported, tmp_path):
     assert isinstance(load_model(exported["checkpoint"]), TrainedModel)
 
 
-@pytest.mark.slow
 def test_bench_exports_reports_every_format_beside_the_checkpoint(exported, tmp_path):
     from ftlab.cli.bench import main
 
     tables = []
     ckpt = exported["checkpoint"]
-    args = ["--exports", f"ckpt_path={ckpt}", "repeats=2", "warmup=1", f"out_dir={tmp_path}"]
+    args = ["--exports", f"ckpt_path={ckpt}", "repeats=2", "warmup=1"]  # files next to the checkpoint
     result = main([*args, "--json", str(tmp_path / "exports.json")], report=tables.append)
     entries = result["exports"]
     assert list(entries) == ["checkpoint", "onnx", "onnx_int8", "torchscript"]
