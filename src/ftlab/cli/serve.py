@@ -50,9 +50,7 @@ class ServeOptions:
 @report_errors
 def _hydra_main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    from ftlab.serving.server import (
-        serve,  # FastAPI and LitServe: only when serving, not whenever Hydra starts
-    )
+    from ftlab.serving.server import serve  # FastAPI, LitServe: only when serving, not at Hydra start
 
     options: Any = command_options(cfg, ServeOptions, "serve")
     serve(options.ckpt_path, options.host, options.port, options.serve, options.log_level)
