@@ -178,3 +178,32 @@ def test_scores_are_the_calibrated_softmax(ckpt: Path, tmp_path):
     model.record["temperature"] = 2.5
     logits = model.module(images).detach()
     torch.testing.assert_close(scores(model, images), torch.softmax(logits / 2.5, dim=1))
+
+
+@pytest.mark.slow  # an ONNX export and a second server start
+def test_an_exported_onnx_model_is_served_like_its_checkpoint(ckpt: Path, images, tmp_path):
+    from ftlab.cli.export import ExportOptions
+    from ftlab.inference.export import export
+
+    options = ExportOptions(ckpt_path=str(ckpt), format="onnx", output=str(tmp_path / "m.onnx"))
+    onnx_file = export(options).path
+    paths = list(images.values())
+    model = TrainedModel.load(ckpt, "cpu")
+    local = {p.path: p for p in predict(model, [str(p) for p in paths], None, batch_size=2)}
+    with running(onnx_file, ["serve.max_batch_size=4"], tmp_path) as onnx_server:
+        status, info = onnx_server.request("/info")
+        assert status == 200
+        described = json.loads(info)
+        assert described["format"] == "onnx" and described["explainable"] is False
+        assert described["classes"] == read_record(ckpt)["class_names"]
+        for path in paths:
+            status, answer = onnx_server.predict(path.read_bytes())
+            assert status == 200, answer
+            expected = local[str(path)]
+            assert isinstance(expected, Prediction)
+            assert answer["top1"] == expected.top1
+            got = [answer["probs"][name] for name in expected.probs]
+            np.testing.assert_allclose(got, list(expected.probs.values()), atol=1e-4)
+        status, refused = onnx_server.predict(paths[0].read_bytes(), explain=True)
+        assert status == 400 and "needs the checkpoint" in refused["detail"]
+        assert onnx_server.healthy()

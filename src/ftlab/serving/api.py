@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from torchvision.io import encode_png
 
 from ftlab.inference.checkpoint import TrainedModel
+from ftlab.inference.exported import Model, load_model
 from ftlab.inference.gradcam import Explainer
 from ftlab.inference.prediction import gradcam_overlays, scores, to_prediction
 from ftlab.serving.uploads import read_upload
@@ -45,11 +46,11 @@ class ClassifierAPI(ls.LitAPI):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
         self.ckpt_path = ckpt_path
         self.top_k = top_k
-        self.model: TrainedModel | None = None
+        self.model: Model | None = None
         self.explainer: Explainer | None = None
 
     def setup(self, device: str) -> None:
-        self.model = TrainedModel.load(self.ckpt_path, device)
+        self.model = load_model(self.ckpt_path, device)  # a checkpoint or a file written by ftlab.export
 
     def decode_request(self, request: Upload, **kwargs: Any) -> dict[str, Any]:
         return request  # checked and preprocessed in the HTTP server (ftlab.serving.uploads)
@@ -68,6 +69,7 @@ class ClassifierAPI(ls.LitAPI):
         asked = [i for i, item in enumerate(items) if item["explain"]]
         if asked:
             if self.explainer is None:
+                assert isinstance(self.model, TrainedModel)  # uploads refuse explain=true for exported files
                 self.explainer = Explainer(self.model.module)
             shown = torch.stack([torch.from_numpy(items[i]["shown"]) for i in asked])
             overlays = gradcam_overlays(self.explainer, images[asked].to(self.model.device), shown)

@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.errors import FtlabError
-from ftlab.inference.checkpoint import read_record
+from ftlab.inference.exported import file_kind, read_any_record
 from ftlab.inference.gradcam import unsupported_reason
 from ftlab.serving.settings import ServeSettings
 from ftlab.serving.uploads import UploadRules
@@ -55,15 +55,32 @@ PREDICT_DOC = {
 }
 
 
+EXPORTED_NO_EXPLAIN = (
+    "explain=true needs the checkpoint: Grad-CAM reads the network's layers, which an exported file does not "
+    "expose; serve the checkpoint (ckpt_path=<run>/checkpoints/best.ckpt) to get overlays."
+)
+
+
+def explain_refusal(info: dict[str, Any]) -> str | None:
+    """Why `explain=true` cannot be answered for this model file, or None."""
+    if info["format"] != "checkpoint":
+        return EXPORTED_NO_EXPLAIN
+    return unsupported_reason(str(info["backbone"]))
+
+
 def checkpoint_info(ckpt_path: str | Path) -> dict[str, Any]:
-    """What `GET /info` reports about the model: the checkpoint's record and the file's sha256."""
-    record = read_record(ckpt_path)
+    """What `GET /info` reports about the model: the record of the checkpoint (or the metadata of a file
+    written by ftlab.export), the file's format and its sha256."""
+    record = read_any_record(ckpt_path)
+    kind = file_kind(Path(ckpt_path).expanduser())
+    fmt = "checkpoint" if kind == "checkpoint" else str(record.get("format", kind))
     digest = hashlib.sha256()
     with Path(ckpt_path).expanduser().open("rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return {
         "ckpt_path": str(Path(ckpt_path).expanduser().resolve()),
+        "format": fmt,  # checkpoint | onnx | onnx_int8 | torchscript
         "sha256": digest.hexdigest(),
         "classes": list(record["class_names"]),
         "backbone": record.get("backbone"),
@@ -72,7 +89,7 @@ def checkpoint_info(ckpt_path: str | Path) -> dict[str, Any]:
         "temperature": record.get("temperature"),
         "multi_label": bool(record.get("multi_label", False)),
         "thresholds": record.get("thresholds"),
-        "explainable": unsupported_reason(str(record.get("backbone"))) is None,  # Grad-CAM applies
+        "explainable": fmt == "checkpoint" and unsupported_reason(str(record.get("backbone"))) is None,
     }
 
 
@@ -146,7 +163,7 @@ def build(ckpt_path: str, settings: ServeSettings) -> Any:
         Preprocessing.from_dict(info["preprocessing"]),
         settings.max_bytes,
         settings.max_pixels,
-        unsupported_reason(str(info["backbone"])),
+        explain_refusal(info),
     )
     _add_page(server.app)
     return server
