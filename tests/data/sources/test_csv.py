@@ -206,3 +206,15 @@ def test_a_single_label_table_writes_litdata_chunks_that_read_back(tmp_path):
     for got, ref in zip(chunks.load(), (train, val), strict=True):
         assert [got[i][1] for i in range(len(got))] == list(ref.labels)
         assert all(torch.equal(got[i][0], load_rgb(ref.paths[i])) for i in range(len(ref)))
+
+
+def test_a_multi_label_table_is_refused_by_litdata_chunks_in_one_paragraph(tmp_path):
+    from ftlab.data.sources.litdata import write_chunks
+
+    rows = [{"path": f"{i}.png", "labels": "a b" if i % 2 else "a"} for i in range(8)]
+    source = CsvSource(csv=str(_write_table(tmp_path, rows)))
+    train, val = source.load()
+    with pytest.raises(FtlabError, match="multi-label") as err:
+        write_chunks(train, val, source.classes, str(tmp_path / "chunks"))
+    assert "\n\n" not in str(err.value) and "data=csv" in str(err.value)
+    assert not (tmp_path / "chunks").exists()
