@@ -143,9 +143,9 @@ def _items(images: LabeledImages) -> tuple[list[tuple[Any, int]], bool]:
     """(image file or array, label) of every image of a split, and whether they all share one size."""
     if getattr(images.labels, "ndim", 1) == 2:
         raise FtlabError(
-            "+to_litdata: this data set is multi-label (several labels per image), and litdata chunks hold one "
-            "class per image. Train on the CSV directly (data=csv data.csv=...), or give a `label` column with "
-            "one class per image to write chunks."
+            "+to_litdata: this data set is multi-label (several labels per image), and litdata chunks hold "
+            "one class per image. Train on the CSV directly (data=csv data.csv=...), or give a `label` "
+            "column with one class per image to write chunks."
         )
     labels = [int(label) for label in images.labels]
     if isinstance(images, FileImages):
