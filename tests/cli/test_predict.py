@@ -144,10 +144,10 @@ def test_predict_options_and_inputs_are_checked(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FtlabError, match="holds no images"):
         collect_images([str(tmp_path / "empty")])
-    with pytest.raises(FtlabError, match="no such checkpoint file"):
+    with pytest.raises(FtlabError, match="no such file"):
         TrainedModel.load(tmp_path / "missing.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(FtlabError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(FtlabError, match="is not a PyTorch checkpoint"):
         TrainedModel.load(tmp_path / "junk.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     with pytest.raises(FtlabError, match="has no ftlab record"):

@@ -49,9 +49,8 @@ class SelectOptions:
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:<index>
     select: SelectSettings = field(default_factory=SelectSettings)  # candidates, scores, time limit
     data: DataSettings = field(default_factory=DataSettings)  # data=<source>: the images to rank on
-    paths: PathsSettings = field(
-        default_factory=PathsSettings
-    )  # paths=default: data, logs and output folders
+    # paths=default: data, logs and output folders
+    paths: PathsSettings = field(default_factory=PathsSettings)
 
 
 def train_command(selection: Selection, overrides: list[str]) -> str | None:
