@@ -76,7 +76,7 @@ def test_cuda_mixed_precision_is_nhwc_and_unknown_cases_stay_contiguous():
     assert not resolve_channels_last("resnet18", "mps", "32-true").channels_last
 
 
-@pytest.mark.parametrize("ratio", [1.5])  # 0.8 (NCHW): the plain-run test below, table empty
+@pytest.mark.parametrize("ratio", [1.5, 0.8])
 def test_auto_layout_from_the_table_reaches_the_first_convolution_and_is_logged(
     compose_cfg, monkeypatch, caplog, ratio
 ):
