@@ -111,7 +111,7 @@ def _reference(peaks: list[float], make: Any, steps: int) -> tuple[list[list[flo
 PHASES = "finetune.phases=[{at_epoch:0,trainable:all},{at_epoch:50,trainable:all,lr_mult:0.5}]"
 
 
-@pytest.mark.slow  # wall-clock bound (a 4 s budget): failed once in a cold clean clone; runs in make test-full
+@pytest.mark.slow  # wall-clock bound (a 4 s budget): failed once in a cold clean clone of main
 def test_budgeted_run_ends_in_budget_with_cosine_finished_and_phases_scaled(
     compose_cfg: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
