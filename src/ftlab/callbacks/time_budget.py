@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 LENGTH_KEYS = ("total_steps", "T_max", "total_iters", "epochs")  # scheduler arguments that set its length
 MIN_EPOCH_SHARE = 0.1  # an epoch is never estimated below this share of the measured one
+PLAN_SHARE = 0.9  # the plan fills 90 % of the budget: later epochs vary around the measured one
 MAX_EPOCHS = 100_000  # planning horizon
 
 
@@ -280,7 +281,7 @@ class TimeBudget(Callback):
         horizon = min(MAX_EPOCHS, done + int(max(0.0, self.budget_s - spent) / cheapest) + 1)
         epochs = done
         for candidate in range(done + 1, horizon + 1):
-            if total(candidate) <= self.budget_s:
+            if total(candidate) <= PLAN_SHARE * self.budget_s:
                 epochs = candidate
         planned = scaled(epochs)
         factor = epochs / configured if configured else 1.0
