@@ -14,7 +14,8 @@ The plan, made once at the end of the first epoch this fit runs (epoch 0 of a fr
   cached features predicts a full epoch from what a full batch really costs on this machine. Data loading
   and logging stay as measured. An epoch never counts less than a tenth of the measured one.
 - **Epochs.** The most epochs whose estimated total fits in 90 % of the budget (`PLAN_SHARE`; at least the
-  epochs already run: a budget spent by the first epoch stops the run after it). It may be more or fewer than `trainer.max_epochs`.
+  epochs already run: a budget spent by the first epoch stops the run after it). It may be more or fewer
+  than `trainer.max_epochs`.
 - **Schedule.** The phase boundaries and the unfreeze warmup scale by planned / configured epochs
   (`trainer.max_epochs`), so a schedule written for 10 epochs keeps its shape over 30; boundaries already
   passed stay. The LR scheduler is rebuilt for the planned length (`total_steps` that ftlab fills in, or the
