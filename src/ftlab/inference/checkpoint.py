@@ -44,8 +44,42 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
+class RecordedModel:
+    """What a model file's ftlab record says about its outputs, for a checkpoint (`TrainedModel`) and an
+    exported file (`exported.ExportedModel`) alike; subclasses give `record` and `logits`."""
+
+    record: dict[str, Any]
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def multi_label(self) -> bool:
+        """The head is one sigmoid per label (trained on multi-label data)."""
+        return bool(self.record.get("multi_label", False))
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        """Multi-label: the per-label thresholds tuned on the validation split (None: 0.5 for every label)."""
+        values = self.record.get("thresholds")
+        return None if values is None else [float(v) for v in values]
+
+    @property
+    def temperature(self) -> float | None:
+        """The temperature stored by `ftlab.eval calibrate=true` (or training); None if never fitted."""
+        value = self.record.get("temperature")
+        return None if value is None else float(value)
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, classes) on the CPU: softmax(logits / T) once calibrated, else softmax;
+        multi-label: one sigmoid probability per label."""
+        if self.multi_label:
+            return torch.sigmoid(self.logits(images))
+        return torch.softmax(self.logits(images) / (self.temperature or 1.0), dim=1)
+
+
 @dataclass
-class TrainedModel:
+class TrainedModel(RecordedModel):
     """A checkpoint's classifier in eval mode on `device`, with its recorded class names and preprocessing."""
 
     module: Classifier
@@ -77,30 +111,6 @@ class TrainedModel:
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (N, classes) on the CPU for a batch of preprocessed images."""
         return self.module(images.to(self.device)).float().cpu()
-
-    @property
-    def multi_label(self) -> bool:
-        """The checkpoint's head is one sigmoid per label (trained on multi-label data)."""
-        return bool(self.record.get("multi_label", False))
-
-    @property
-    def thresholds(self) -> list[float] | None:
-        """Multi-label: the per-label thresholds tuned on the validation split (None: 0.5 for every label)."""
-        values = self.record.get("thresholds")
-        return None if values is None else [float(v) for v in values]
-
-    @property
-    def temperature(self) -> float | None:
-        """The temperature stored by `ftlab.eval calibrate=true` (or training); None if never fitted."""
-        value = self.record.get("temperature")
-        return None if value is None else float(value)
-
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, classes) on the CPU: softmax(logits / T) once calibrated, else softmax;
-        multi-label: one sigmoid probability per label."""
-        if self.multi_label:
-            return torch.sigmoid(self.logits(images))
-        return torch.softmax(self.logits(images) / (self.temperature or 1.0), dim=1)
 
 
 def class_mismatch(

@@ -21,7 +21,7 @@ import torch
 
 from ftlab.data.preprocessing import Preprocessing
 from ftlab.errors import FtlabError
-from ftlab.inference.checkpoint import TrainedModel, read_record, resolve_device
+from ftlab.inference.checkpoint import RecordedModel, TrainedModel, read_record, resolve_device
 from ftlab.io.checkpoints import is_torchscript
 
 RECORD_KEY = "ftlab"  # ONNX metadata_props key holding the whole record as one JSON object
@@ -147,7 +147,7 @@ def read_any_record(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
 
 
 @dataclass
-class ExportedModel:
+class ExportedModel(RecordedModel):
     """An exported file run by ONNX Runtime (ONNX) or torch.jit (TorchScript), with TrainedModel's
     interface."""
 
@@ -179,23 +179,6 @@ class ExportedModel:
         fmt = str(record.get("format", "onnx"))
         return cls(runner, fmt, list(record["class_names"]), prep, record, path, target)
 
-    @property
-    def temperature(self) -> float | None:
-        """The checkpoint's temperature when it was exported (built into the file's logits); None if none."""
-        value = self.record.get("temperature")
-        return None if value is None else float(value)
-
-    @property
-    def multi_label(self) -> bool:
-        """Whether the model scores each class on its own (sigmoid) instead of one class (softmax)."""
-        return bool(self.record.get("multi_label"))
-
-    @property
-    def thresholds(self) -> list[float] | None:
-        """Multi-label: the per-label thresholds the checkpoint carried when exported (None: 0.5 each)."""
-        values = self.record.get("thresholds")
-        return None if values is None else [float(v) for v in values]
-
     def file_logits(self, images: torch.Tensor) -> torch.Tensor:
         """What the file outputs (N, classes) on the CPU: logits / T when the checkpoint was calibrated."""
         if isinstance(self.runner, torch.jit.ScriptModule):
@@ -209,12 +192,6 @@ class ExportedModel:
         out = self.file_logits(images)
         applied = self.record.get("temperature_applied", True)  # older files: always built in
         return out * self.temperature if applied and self.temperature else out
-
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, classes) on the CPU: the file's logits (already / T) through softmax, or
-        sigmoid for a multi-label model."""
-        out = self.logits(images) / (self.temperature or 1.0)
-        return torch.sigmoid(out) if self.multi_label else torch.softmax(out, dim=1)
 
 
 def onnx_session(path: Path, device: torch.device, threads: int | None = None) -> Any:
