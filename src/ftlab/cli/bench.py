@@ -22,7 +22,7 @@ from ftlab.benchmark.main_job import MainJobOptions
 from ftlab.benchmark.report import render, write_json
 from ftlab.benchmark.serve import ServeBenchOptions, render_serve, serve_benchmark
 from ftlab.benchmark.suite import run
-from ftlab.errors import report_errors
+from ftlab.errors import FtlabError, report_errors
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -54,6 +54,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra override, both arms",
     )
+    job.add_argument(
+        "--main-job-variant",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="NAME [KEY=VALUE ...]",
+        help="one more main-job arm in the same run, e.g. --main-job-variant compiled runtime.compile=true "
+        "(repeatable; ratios against the main arm in one run)",
+    )
     parser.add_argument(
         "--exports",
         nargs="+",
@@ -76,6 +85,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="server option, e.g. serve.max_batch_size=32",
     )
     return parser.parse_args(argv)
+
+
+def _variants(given: list[list[str]]) -> dict[str, list[str]]:
+    """`--main-job-variant NAME KEY=VALUE ...` -> {NAME: overrides}; a bad one is one paragraph."""
+    variants: dict[str, list[str]] = {}
+    for name, *overrides in given:
+        if "=" in name or name in variants:
+            raise FtlabError(
+                f"--main-job-variant {name!r}: give a new name first, then its overrides, e.g. "
+                "--main-job-variant compiled runtime.compile=true."
+            )
+        variants[name] = overrides
+    return variants
 
 
 def main(argv: list[str] | None = None, report: Callable[[Table], None] | None = None) -> dict[str, Any]:
@@ -107,6 +129,7 @@ def main(argv: list[str] | None = None, report: Callable[[Table], None] | None =
             baseline_epochs=args.main_job_baseline_epochs,
             baseline=not args.no_baseline,
             extra=list(args.main_job_override),
+            variants=_variants(args.main_job_variant),
         )
     layout = None
     if args.layout:
