@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from ftlab.models import layout
-from ftlab.models.layout import FAMILIES, MEASURED, NHWC_MIN_SPEEDUP, family, resolve_channels_last
+from ftlab.models.layout import FAMILIES, NHWC_MIN_SPEEDUP, family, resolve_channels_last
 from ftlab.training.precision import cpu_native_bf16
 from ftlab.training.run import train
 from tests.helpers.cli import CONF, TINY
@@ -60,7 +60,7 @@ def test_every_family_model_and_every_shipped_cnn_has_a_family():
 def test_cpu_choice_follows_the_measured_ratio(monkeypatch, dtype, ratio):
     precision = "bf16-mixed" if dtype == "bf16" else "32-true"
     for fam, model in FAMILIES.items():
-        monkeypatch.setitem(layout.MEASURED, (fam, "cpu", dtype), ratio)
+        monkeypatch.setitem(layout.MEASURED, (fam, "cpu", dtype), (ratio * 0.3, 0.3))
         chosen = resolve_channels_last(model, "cpu", precision)
         assert chosen.channels_last == (ratio >= NHWC_MIN_SPEEDUP), fam
         assert f"{fam} on CPU {dtype} (measured: NHWC step {ratio:.2f}x" in chosen.reason
@@ -81,7 +81,7 @@ def test_auto_layout_from_the_table_reaches_the_first_convolution_and_is_logged(
     compose_cfg, monkeypatch, caplog, ratio
 ):
     """fp32 on the CPU (`trainer=cpu`); the table entry set both ways: each outcome shows in a real step."""
-    monkeypatch.setitem(layout.MEASURED, ("resnet", "cpu", "fp32"), ratio)
+    monkeypatch.setitem(layout.MEASURED, ("resnet", "cpu", "fp32"), (ratio * 0.3, 0.3))
     with caplog.at_level(logging.INFO, logger="ftlab.models.module"):
         seen = _first_conv(compose_cfg, [*TINY, "runtime.channels_last=auto"])
     nhwc = ratio >= NHWC_MIN_SPEEDUP
@@ -106,6 +106,6 @@ def test_a_plain_run_defaults_to_auto_precision_and_auto_layout(compose_cfg, cap
     native = cpu_native_bf16() is not None
     assert seen["output_dtype"] == (torch.bfloat16 if native else torch.float32)
     dtype = "bf16" if native else "fp32"
-    nhwc = MEASURED.get(("resnet", "cpu", dtype), 0.0) >= NHWC_MIN_SPEEDUP
+    nhwc = (layout.nhwc_speedup("resnet", "cpu", dtype) or 0.0) >= NHWC_MIN_SPEEDUP
     assert seen["input_channels_last"] == nhwc
     assert f"-> {'NHWC' if nhwc else 'NCHW'} for resnet on CPU {dtype}" in caplog.text

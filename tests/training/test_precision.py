@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ftlab.errors import FtlabError
+from ftlab.models import layout
 from ftlab.training.precision import check_precision, lightning_precisions, resolve_precision
 from ftlab.training.run import train
 from tests.helpers.cli import TINY
@@ -104,6 +105,35 @@ def test_auto_precision_on_an_unknown_accelerator_is_fp32(monkeypatch):
     _cpu_features(monkeypatch, True, True)
     precision, why = resolve_precision("auto", "mps")
     assert precision == "32-true" and why is not None and "mps" in why
+
+
+@pytest.mark.parametrize(
+    ("fp32_s", "bf16_s", "expected"), [(0.30, 0.40, "32-true"), (0.40, 0.30, "bf16-mixed")]
+)
+def test_auto_on_avx512_bf16_follows_the_family_step_table(monkeypatch, fp32_s, bf16_s, expected):
+    """On the table's CPU kind (AVX512-BF16, no AMX) a family whose bf16 step measured slower stays fp32, and
+    the reason names the measured ratio; a family the table lacks keeps the native-bf16 rule."""
+    _cpu_features(monkeypatch, True, False)
+    monkeypatch.setitem(layout.MEASURED, ("mobilenet", "cpu", "fp32"), (fp32_s * 1.5, fp32_s))
+    monkeypatch.setitem(layout.MEASURED, ("mobilenet", "cpu", "bf16"), (bf16_s, bf16_s * 2))
+    precision, why = resolve_precision("auto", "cpu", "mobilenet_v3_small")
+    assert precision == expected
+    if expected == "32-true":
+        assert why is not None and f"mobilenet training step measured {fp32_s / bf16_s:.2f}x" in why
+    assert resolve_precision("auto", "cpu", "vit_b_16")[0] == "bf16-mixed"  # no family in the table
+    assert resolve_precision("auto", "cpu")[0] == "bf16-mixed"  # no backbone given
+    _cpu_features(monkeypatch, True, True)  # AMX: not the CPU the table measured
+    assert resolve_precision("auto", "cpu", "mobilenet_v3_small")[0] == "bf16-mixed"
+
+
+def test_the_shipped_table_keeps_bf16_for_the_main_job_and_drops_it_for_slower_families(monkeypatch):
+    """The shipped measurements: ResNet (the main job) and EfficientNet-Lite step faster in bf16 on this kind
+    of CPU; EfficientNet-B0, MobileNetV3 and ShuffleNetV2 slower (their faster layouts compared)."""
+    _cpu_features(monkeypatch, True, False)
+    for backbone in ("resnet18", "efficientnet_lite0", "convnext_tiny", "regnet_y_400mf"):
+        assert resolve_precision("auto", "cpu", backbone)[0] == "bf16-mixed", backbone
+    for backbone in ("efficientnet_b0", "mobilenet_v3_large", "shufflenet_v2_x1_0"):
+        assert resolve_precision("auto", "cpu", backbone)[0] == "32-true", backbone
 
 
 @pytest.mark.parametrize(("native", "dtype"), [(True, torch.bfloat16), (False, torch.float32)])

@@ -7,6 +7,12 @@ device: bf16 autocast (fp32 weights, `bf16-mixed`) only where the hardware has b
 that reports bf16 support; an x86 CPU with AVX512-BF16 or AMX): on such a CPU it ran the main job 1.7x faster
 than fp32, at an accuracy within noise of fp32 on its offline proxy (docs/results/main-job.md). Elsewhere bf16
 would be emulated, so `auto` stays `32-true`. fp16 is never chosen: it needs loss scaling and can overflow.
+
+Native bf16 is not always faster: on a CPU with AVX512-BF16 (no AMX) the training step of depthwise-
+convolution families (EfficientNet-B0, MobileNetV3, ShuffleNetV2) measured slower in bf16 than in fp32
+(`models/layout.py::MEASURED`, each in its faster memory format). For a backbone whose family that table
+measured slower in bf16, `auto` on such a CPU runs fp32 and says why; on AMX, a GPU, or a family not in the
+table, the rule above holds.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from typing import Any
 import torch
 
 from ftlab.errors import FtlabError
+from ftlab.models.layout import MEASURED_ON, bf16_speedup, family
 
 AUTO = "auto"
+TABLE_CPU_FEATURE = "AVX512-BF16"  # the bf16 arithmetic of the CPU the step table was measured on
 BF16 = "bf16-mixed"
 FP32 = "32-true"
 
@@ -74,8 +82,11 @@ def _device_kind(accelerator: Any) -> str:
     return name
 
 
-def resolve_precision(precision: Any, accelerator: Any) -> tuple[Any, str | None]:
-    """(Lightning precision, reason): `auto` resolved for `accelerator`; any other value unchanged, None."""
+def resolve_precision(
+    precision: Any, accelerator: Any, backbone: str | None = None
+) -> tuple[Any, str | None]:
+    """(Lightning precision, reason): `auto` resolved for `accelerator` (and, on a CPU whose bf16 the step
+    table measured, for `backbone`'s family); any other value unchanged, None."""
     if str(precision) != AUTO:
         return precision, None
     kind = _device_kind(accelerator)
@@ -85,6 +96,12 @@ def resolve_precision(precision: Any, accelerator: Any) -> tuple[Any, str | None
         return FP32, "auto: this GPU has no native bf16 (fp16 would need loss scaling), so fp32"
     if kind == "cpu":
         feature = cpu_native_bf16()
+        speedup = bf16_speedup(backbone, "cpu") if backbone and feature == TABLE_CPU_FEATURE else None
+        if backbone and speedup is not None and speedup < 1.0:
+            return FP32, (
+                f"auto: this CPU computes bf16 natively ({feature}), but a {family(backbone)} training step "
+                f"measured {speedup:.2f}x the speed of fp32 in bf16 on such a CPU ({MEASURED_ON}), so fp32"
+            )
         if feature is not None:
             return BF16, f"auto: this CPU computes bf16 natively ({feature})"
         return (

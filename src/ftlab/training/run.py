@@ -237,7 +237,9 @@ def run(settings: TrainSettings) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule = build_datamodule(settings.data, source, module.preprocessing, seed=settings.seed)
     cache = attach_feature_cache(module, schedule, datamodule, settings.features, settings.paths.data_dir)
     trainer_cfg.update(cache.trainer_options)  # loaders follow the planned cache segments
-    precision, why = resolve_precision(trainer_cfg.get("precision"), trainer_cfg.get("accelerator"))
+    precision, why = resolve_precision(
+        trainer_cfg.get("precision"), trainer_cfg.get("accelerator"), model.backbone
+    )
     trainer_cfg["precision"] = precision  # `auto` becomes a Lightning value
     if why is not None:
         log.info("Precision: %s (%s)", precision, why)
