@@ -32,8 +32,14 @@ CANDIDATES = [
     "resnet18:null",
 ]
 SEEDS = [42, 43, 44]
-DATA = ["data=fashion_mnist", "data.train_size=200", "data.val_size=200", "data.image_size=64"]
-RECIPE = ["finetune=last_stages", "trainer=auto", "trainer.max_epochs=2"]  # the main job's, 2 epochs
+SIZES = {"train_size": 200, "val_size": 200, "image_size": 64}  # data.<key>; --train-size etc. change them
+
+
+def _data(sizes: dict[str, int]) -> list[str]:
+    return ["data=fashion_mnist"] + [f"data.{key}={value}" for key, value in sizes.items()]
+
+
+RECIPE = ["finetune=last_stages", "trainer=auto", "trainer.max_epochs=10"]  # the main job's recipe
 # monitoring only (not the recipe): off, to keep the runs cheap on a shared 2-core CPU
 QUIET = [
     "callbacks.rich_progress_bar=null",
@@ -59,7 +65,9 @@ def _val_acc(run_dir: Path) -> float:
     return float(events.Scalars("val/acc")[-1].value)
 
 
-def finetune(out: Path, seeds: list[int], tasks: list[str], candidates: list[str]) -> None:
+def finetune(
+    out: Path, seeds: list[int], tasks: list[str], candidates: list[str], sizes: dict[str, int]
+) -> None:
     record = out / f"finetune-{'-'.join(tasks)}.jsonl"
     done = {(r["task"], r["seed"], r["candidate"]) for r in _done(record) if r["val_acc"] is not None}
     for seed in seeds:
@@ -73,7 +81,7 @@ def finetune(out: Path, seeds: list[int], tasks: list[str], candidates: list[str
                     sys.executable,
                     "-m",
                     "ftlab.train",
-                    *DATA,
+                    *_data(sizes),
                     f"data.classes={classes}",
                     *_model_overrides(candidate),
                     *RECIPE,
@@ -94,7 +102,7 @@ def finetune(out: Path, seeds: list[int], tasks: list[str], candidates: list[str
                 print(json.dumps(row), flush=True)
 
 
-def select(out: Path, seeds: list[int], tasks: list[str]) -> None:
+def select(out: Path, seeds: list[int], tasks: list[str], sizes: dict[str, int]) -> None:
     record = out / f"select-{'-'.join(tasks)}.jsonl"
     done = {(r["task"], r["seed"]) for r in _done(record)}
     for seed in seeds:
@@ -107,7 +115,7 @@ def select(out: Path, seeds: list[int], tasks: list[str]) -> None:
                 sys.executable,
                 "-m",
                 "ftlab.select",
-                *DATA,
+                *_data(sizes),
                 f"data.classes={classes}",
                 f"select.candidates=[{','.join(CANDIDATES)}]",
                 "precision=auto",
@@ -194,14 +202,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=SEEDS)
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--candidates", nargs="*", default=CANDIDATES)
+    for key, value in SIZES.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=value, help=f"data.{key}")
     args = parser.parse_args()
+    sizes = {key: getattr(args, key) for key in SIZES}
     args.out.mkdir(parents=True, exist_ok=True)
     if args.step == "report":
         print(report(args.out))
     elif args.step == "finetune":
-        finetune(args.out, args.seeds, args.tasks, args.candidates)
+        finetune(args.out, args.seeds, args.tasks, args.candidates, sizes)
     else:
-        select(args.out, args.seeds, args.tasks)
+        select(args.out, args.seeds, args.tasks, sizes)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from ftlab.cli.bench import _variants
+from ftlab.errors import FtlabError
 from tests.helpers.cli import offline_env, run_cli
 
 
@@ -36,6 +38,8 @@ def test_main_job_bench_runs_the_real_command_on_staged_assets(tmp_path):
         "--main-job-train-size=24",
         "--main-job-val-size=12",
         "--main-job-override=callbacks.rich_progress_bar=null",
+        *["--main-job-variant", "one_view", "features.views=1"],
+        *["--main-job-variant", "broken", "trainer.precision=bf17"],
         "--json",
         str(tmp_path / "bench.json"),
     ]
@@ -57,6 +61,21 @@ def test_main_job_bench_runs_the_real_command_on_staged_assets(tmp_path):
     )
     assert data["whole_network_vs_main"] == pytest.approx(base["wall_s"] / main["wall_s"])
     assert not any(home.iterdir())  # the user's torch cache was never touched
+    one_view, broken = data["variants"]["one_view"], data["variants"]["broken"]
+    assert "features.views=1" in one_view["command"] and one_view["epochs"] == 2
+    assert one_view["forward_equivalents"] == pytest.approx(one_view["wall_s"] * data["resnet18_infer_img_s"])
+    assert any("train" in line and "x 1 view(s)" in line for line in one_view["cache_log"]), one_view[
+        "cache_log"
+    ]
+    assert "bf17" in broken["error"]  # a failing arm is reported, the others keep their figures
+    assert "variant one_view" in result.stdout and "variant broken: failed" in result.stdout
+
+
+@pytest.mark.parametrize("given", [[["a=1"]], [["x", "a=1"], ["x", "b=2"]]])
+def test_a_variant_needs_a_new_name_first(given):
+    with pytest.raises(FtlabError, match="--main-job-variant"):
+        _variants(given)
+    assert _variants([["x", "a=1", "b=2"], ["y"]]) == {"x": ["a=1", "b=2"], "y": []}
 
 
 @pytest.mark.slow

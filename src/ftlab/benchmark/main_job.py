@@ -273,7 +273,11 @@ def main_job_benchmark(opts: MainJobOptions, device: torch.device) -> dict[str, 
             result["main_job_forward_equivalents_cpu_time"] = main["cpu_s"] * cpu_img_s
         flop_rates(result, device)
         for name, overrides in opts.variants.items():  # after the main arm, same staged assets and unit
-            variant = run_arm(folder, data, torch_home, f"variant_{name}", sizes + epochs + overrides)
+            try:
+                variant = run_arm(folder, data, torch_home, f"variant_{name}", sizes + epochs + overrides)
+            except FtlabError as failed:  # one failing arm leaves the others' figures
+                result.setdefault("variants", {})[name] = {"overrides": overrides, "error": str(failed)}
+                continue
             variant["forward_equivalents"] = variant["wall_s"] * img_s
             per_cpu_s = result.get("resnet18_infer_img_per_cpu_s")
             if per_cpu_s is not None:

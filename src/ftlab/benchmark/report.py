@@ -106,6 +106,9 @@ def render(result: dict[str, Any]) -> Table:
             f"{vs['wall']:.1%} / {vs['compute']:.1%}",
         )
     for name, arm in result.get("variants", {}).items():
+        if "error" in arm:
+            table.add_row(f"variant {name}: failed", arm["error"].splitlines()[0][:200])
+            continue
         table.add_row(
             f"variant {name}: wall s (start-up / cache / train / val / other), equivalents",
             f"{arm['wall_s']:.1f} ("
@@ -118,7 +121,9 @@ def render(result: dict[str, Any]) -> Table:
                 f" (CPU time: {arm['forward_equivalents_cpu_time']:,.0f})"
                 if "forward_equivalents_cpu_time" in arm
                 else ""
-            ),
+            )
+            + f"; {arm['wall_s'] / result['main_job_s']:.2f}x the main arm's wall"
+            + (f"; val acc {arm['val_acc']:.3f}" if arm.get("val_acc") is not None else ""),
         )
     if "whole_network_s" in result:
         base = result["whole_network"]
