@@ -19,6 +19,17 @@ def test_cifar_archive_holds_a_stratified_subset(tmp_path):
     assert train.images.shape[1:] == (3, 32, 32) and train.images.dtype == torch.uint8
 
 
+def test_cifar_archive_classes_look_alike_in_train_and_val(tmp_path):
+    """Each class has one pattern across the training batches and the test batch: the nearest training class
+    mean labels every val image (stand-in accuracy measures learning, not chance)."""
+    write_cifar_archive(tmp_path, train_size=60, val_size=30)
+    train, val = Cifar10Source(str(tmp_path), ["cat", "dog", "automobile"], 60, 30, download=False).load()
+    x, y = train.images.flatten(1).float(), torch.as_tensor(train.labels)
+    means = torch.stack([x[y == c].mean(0) for c in range(3)])
+    nearest = torch.cdist(val.images.flatten(1).float(), means).argmin(1)
+    assert torch.equal(nearest, torch.as_tensor(val.labels))
+
+
 def test_hub_weights_sit_where_torchvision_looks(tmp_path, monkeypatch):
     path = write_hub_weights(tmp_path)
     url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url

@@ -14,9 +14,9 @@ import numpy as np
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def _images(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
-    """32x32 images, one colour pattern per class plus noise (learnable, like a real subset)."""
-    base = rng.integers(0, 256, size=(10, 3072)).astype(np.int16)
+def _images(rng: np.random.Generator, base: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """32x32 images: each label's colour pattern (`base`, one per class, the same in every batch) plus noise,
+    so val accuracy measures learning, like a real subset."""
     noise = rng.integers(-60, 61, size=(len(labels), 3072)).astype(np.int16)
     return np.clip(base[labels] + noise, 0, 255).astype(np.uint8)
 
@@ -27,6 +27,7 @@ def write_cifar_archive(root: Path, train_size: int, val_size: int, classes: int
     rng = np.random.default_rng(0)
     per_train = math.ceil(train_size / classes) + 5
     per_test = math.ceil(val_size / classes) + 5
+    base = rng.integers(0, 256, size=(10, 3072)).astype(np.int16)  # one pattern per class for all batches
 
     def batch(per_class: int, name: str) -> bytes:
         labels = np.repeat(np.arange(10), per_class)
@@ -34,7 +35,7 @@ def write_cifar_archive(root: Path, train_size: int, val_size: int, classes: int
         entry = {
             "batch_label": name,
             "labels": labels.tolist(),
-            "data": _images(rng, labels),
+            "data": _images(rng, base, labels),
             "filenames": [f"img{i}.png" for i in range(len(labels))],
         }
         return pickle.dumps(entry)
